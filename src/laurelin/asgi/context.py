@@ -1,0 +1,66 @@
+# laurelin.asgi.context — what the bridge needs from the server, built once at start-up.
+#
+# `ServerContext` is shared by every connection of one server: the app, the lifespan state, the
+# timeouts the bridge enforces and the proxy trust rules. `PeerInfo` is what one connection knows
+# about its two ends, computed once when the connection is made.
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from laurelin.asgi.proxy import ProxyTrust
+from laurelin.importer import ASGIApp
+
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
+
+
+@dataclass(slots=True)
+class ServerContext:
+    """Server-wide settings and objects the ASGI bridge and the wire adapters share."""
+
+    loop: asyncio.AbstractEventLoop
+    app: ASGIApp
+    root_path: str = ""
+    http_timeout: float | None = None
+    application_close_timeout: float = 10.0
+    proxy_headers: bool = False
+    proxy_host_header: bytes = b"x-forwarded-for"
+    proxy_port_header: bytes = b"x-forwarded-port"
+    trust: ProxyTrust = field(default_factory=lambda: ProxyTrust("127.0.0.1,::1,unix"))
+    # None: Daphne-Root-Path is honoured from any peer (Daphne's behaviour, the default when
+    # --forwarded-allow-ips is not given); else only from the peers this trusts.
+    root_path_trust: ProxyTrust | None = None
+    state: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class PeerInfo:
+    """The two ends of one connection, as ASGI scopes show them."""
+
+    client: tuple[str, int] | None
+    server: tuple[str, int | None] | None
+    tls: bool
+    proxy_trusted: bool
+    root_path_trusted: bool
+
+    @classmethod
+    def from_addresses(
+        cls, ctx: ServerContext, peername: Any, sockname: Any, tls: bool
+    ) -> PeerInfo:
+        """Describe a connection from its socket's peer and local names."""
+        client = _as_address(peername)
+        server: tuple[str, int | None] | None = _as_address(sockname)
+        if server is None and isinstance(sockname, str) and sockname:
+            server = (sockname, None)  # Unix socket: the path, no port (ASGI spec)
+        host = client[0] if client else None
+        proxy_trusted = ctx.proxy_headers and ctx.trust.trusts(host)
+        root_trust = ctx.root_path_trust
+        root_path_trusted = root_trust is None or root_trust.trusts(host)
+        return cls(client, server, tls, proxy_trusted, root_path_trusted)
+
+
+def _as_address(name: Any) -> tuple[str, int] | None:
+    if isinstance(name, tuple) and len(name) >= 2:
+        return (str(name[0]), int(name[1]))
+    return None

@@ -1,0 +1,355 @@
+# laurelin.asgi.http — the ASGI HTTP cycle: one request, one app call, every wire protocol.
+#
+# Owns the `http.request` / `http.disconnect` receive side (a bounded body buffer with
+# backpressure towards the wire), the send-side state machine (response.start, then body
+# messages until more_body is false), validation of what the app sends, and the rules for apps
+# that fail: exception before the response starts -> 500; after -> the wire is aborted so a
+# truncated body never looks complete; --http-timeout -> 503; --application-close-timeout after
+# the client left -> the app is cancelled. Framing (chunked, Content-Length, HEAD/204/304) is the
+# wire adapter's business, reached through the `HTTPSink` interface.
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from laurelin.asgi.errors import error_page
+
+if TYPE_CHECKING:
+    from laurelin.asgi.context import ServerContext
+    from laurelin.importer import Message, Scope
+
+logger = logging.getLogger("laurelin.error")
+
+# Reading from the wire pauses once this much request body is buffered and not yet received by
+# the app; it resumes when the app calls receive(). 64 KiB is what Uvicorn and Hypercorn buffer.
+BODY_HIGH_WATER = 65536
+
+# RFC 9110 5.1 token for header names; 5.5: a field value never contains CR, LF or NUL.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(rb"[\r\n\0]")
+
+_PENDING, _STARTED, _DONE = 0, 1, 2
+
+_DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
+
+
+class ClientDisconnected(OSError):
+    """Raised by send() once the client has gone: the ASGI 2.4 contract for a closed connection."""
+
+
+class HTTPSink(Protocol):
+    """What a wire adapter (HTTP/1.1 connection, HTTP/2 stream) offers one HTTP cycle."""
+
+    write_paused: bool
+
+    def start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Take the validated status and headers (may hold them until the first body)."""
+
+    def write_body(self, data: bytes, more_body: bool) -> None:
+        """Frame and write body bytes; `more_body=False` completes the response."""
+
+    def send_continue(self) -> None:
+        """Send `100 Continue` if the client asked for it and it has not been sent."""
+
+    def pause_reading(self) -> None:
+        """Stop reading request body from the peer."""
+
+    def resume_reading(self) -> None:
+        """Resume reading request body from the peer."""
+
+    def abort(self) -> None:
+        """End the exchange without completing the response (connection or stream reset)."""
+
+    async def wait_writable(self) -> None:
+        """Return once the peer has drained enough of what was written (or went away)."""
+
+    def cycle_finished(self, cycle: HTTPCycle) -> None:
+        """The app call for this cycle has returned or failed; release it."""
+
+
+def check_response_headers(headers: Iterable[Any]) -> list[tuple[bytes, bytes]]:
+    """Validate the app's response headers; return them as a list of (name, value) bytes.
+
+    Raises:
+        RuntimeError: a name that is not a token, a value with CR, LF or NUL, or non-bytes.
+    """
+    checked = []
+    for item in headers:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            raise RuntimeError(f"Response header {item!r} is not a (name, value) pair") from None
+        if type(name) is not bytes or type(value) is not bytes:
+            if not isinstance(name, bytes) or not isinstance(value, bytes):
+                raise RuntimeError(
+                    f"Response header {item!r}: name and value must be bytes, "
+                    f"got {type(name).__name__} and {type(value).__name__}"
+                )
+            name, value = bytes(name), bytes(value)
+        if _TOKEN.fullmatch(name) is None:
+            raise RuntimeError(f"Invalid response header name {name!r}")
+        if _BAD_VALUE.search(value) is not None:
+            raise RuntimeError(f"Response header {name!r} has CR, LF or NUL in its value")
+        checked.append((name, value))
+    return checked
+
+
+class HTTPCycle:
+    """One HTTP request/response exchange between a wire adapter and the ASGI app."""
+
+    __slots__ = (
+        "_body",
+        "_body_size",
+        "_close_timer",
+        "_ctx",
+        "_delivered",
+        "_reading_paused",
+        "_state",
+        "_timeout_timer",
+        "_waiter",
+        "disconnected",
+        "more_body",
+        "scope",
+        "sink",
+        "status",
+        "task",
+    )
+
+    def __init__(self, scope: Scope, sink: HTTPSink, ctx: ServerContext) -> None:
+        self.scope = scope
+        self.sink = sink
+        self._ctx = ctx
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._reading_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._state = _PENDING
+        self._timeout_timer: asyncio.TimerHandle | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._delivered = False
+        self.more_body = True
+        self.disconnected = False
+        self.status = 0
+        self.task: asyncio.Task[None] | None = None
+
+    # -- wire side -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the app for this cycle (eagerly where the loop's task factory allows)."""
+        ctx = self._ctx
+        if ctx.http_timeout is not None:
+            self._timeout_timer = ctx.loop.call_later(ctx.http_timeout, self._on_http_timeout)
+        self.task = ctx.loop.create_task(self._run())
+
+    def feed_body(self, data: bytes) -> None:
+        """Request body bytes arrived from the wire."""
+        self._body.append(data)
+        self._body_size += len(data)
+        if self._body_size > BODY_HIGH_WATER and not self._reading_paused:
+            self._reading_paused = True
+            self.sink.pause_reading()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def feed_eof(self) -> None:
+        """The request body is complete."""
+        self.more_body = False
+        self._wake()
+
+    def on_disconnect(self) -> None:
+        """The client went away (or the stream was reset)."""
+        if self.disconnected:
+            return
+        self.disconnected = True
+        self._wake()
+        task = self.task
+        if task is not None and not task.done() and self._close_timer is None:
+            self._close_timer = self._ctx.loop.call_later(
+                self._ctx.application_close_timeout, self._on_close_timeout
+            )
+
+    def fail_request(self, status: int) -> None:
+        """The wire refused the rest of the request (e.g. 413): answer it if still possible."""
+        if self._state == _PENDING:
+            self._send_error(status)
+        self.on_disconnect()
+
+    @property
+    def response_started(self) -> bool:
+        """Whether http.response.start has been sent."""
+        return self._state != _PENDING
+
+    @property
+    def response_complete(self) -> bool:
+        """Whether the response has been completed (or answered by the server instead)."""
+        return self._state == _DONE
+
+    # -- app side ------------------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        """ASGI receive(): the next part of the request body, or http.disconnect."""
+        while True:
+            if self._body:
+                body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+                self._body.clear()
+                self._body_size = 0
+                if self._reading_paused:
+                    self._reading_paused = False
+                    self.sink.resume_reading()
+                more = self.more_body
+                self._delivered = not more
+                return {"type": "http.request", "body": body, "more_body": more}
+            if not self.more_body and not self._delivered:
+                self._delivered = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            if self.disconnected or self._state == _DONE:
+                return _DISCONNECT.copy()
+            if self.more_body:
+                self.sink.send_continue()
+            # Wait for more body, or (body complete) for the disconnect, whenever it comes.
+            waiter = self._ctx.loop.create_future()
+            self._waiter = waiter
+            await waiter
+
+    async def send(self, message: Message) -> None:
+        """ASGI send(): the response, validated, in order."""
+        try:
+            kind = message["type"]
+        except (KeyError, TypeError):
+            raise RuntimeError(f"ASGI message without a 'type': {message!r}") from None
+        state = self._state
+        if state == _STARTED and kind == "http.response.body":
+            body = message.get("body", b"")
+            if type(body) is not bytes:
+                if not isinstance(body, (bytes, bytearray, memoryview)):
+                    raise RuntimeError(
+                        f"'http.response.body' body must be bytes, got {type(body).__name__}"
+                    )
+                body = bytes(body)
+            if self.disconnected:
+                raise ClientDisconnected("the client disconnected")
+            if message.get("more_body", False):
+                self.sink.write_body(body, True)
+                if self.sink.write_paused:
+                    await self.sink.wait_writable()
+                    if self.disconnected:
+                        raise ClientDisconnected("the client disconnected")
+                return
+            self._state = _DONE
+            self._cancel_timeout()
+            self.sink.write_body(body, False)
+            if self._waiter is not None:
+                self._wake()
+            return
+        if state == _PENDING and kind == "http.response.start":
+            if self.disconnected:
+                raise ClientDisconnected("the client disconnected")
+            status = message.get("status")
+            if type(status) is not int or not 100 <= status <= 599 or status == 101:
+                raise RuntimeError(
+                    f"'http.response.start' needs an int status in 100-599 (not 101), "
+                    f"got {status!r}"
+                )
+            headers = check_response_headers(message.get("headers", ()))
+            self._state = _STARTED
+            self.status = status
+            self.sink.start_response(status, headers)
+            return
+        if self.disconnected and state != _PENDING:
+            raise ClientDisconnected("the client disconnected")
+        expected = {
+            _PENDING: "'http.response.start'",
+            _STARTED: "'http.response.body'",
+            _DONE: "nothing (the response is complete)",
+        }[state]
+        raise RuntimeError(f"Unexpected ASGI message {kind!r} sent; expected {expected}")
+
+    # -- running the app -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._ctx.app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except asyncio.CancelledError:
+            self._after_failure(None)
+        except BaseException as exc:
+            self._after_failure(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            if self._state == _PENDING:
+                logger.error("ASGI app returned without starting a response: %s", self._where())
+                self._send_error(500)
+            elif self._state == _STARTED:
+                logger.error("ASGI app returned before completing its response: %s", self._where())
+                self._abort()
+        finally:
+            self._cancel_timeout()
+            if self._close_timer is not None:
+                self._close_timer.cancel()
+                self._close_timer = None
+            self.sink.cycle_finished(self)
+
+    def _after_failure(self, exc: BaseException | None) -> None:
+        if exc is not None and not self.disconnected:
+            logger.error("Exception in ASGI app: %s", self._where(), exc_info=exc)
+        if self._state == _PENDING:
+            if not self.disconnected:
+                self._send_error(500)
+        elif self._state == _STARTED:
+            self._abort()
+
+    def _where(self) -> str:
+        scope = self.scope
+        return f"{scope['method']} {scope['path']}"
+
+    def _send_error(self, status: int) -> None:
+        """Answer in the app's place (500, 503, 413): a complete small HTML response."""
+        self._state = _DONE
+        self.status = status
+        headers, body = error_page(status)
+        self.sink.start_response(status, headers)
+        self.sink.write_body(body, False)
+        self._wake()
+
+    def _abort(self) -> None:
+        self._state = _DONE
+        self.sink.abort()
+        self._wake()
+
+    def _cancel_timeout(self) -> None:
+        if self._timeout_timer is not None:
+            self._timeout_timer.cancel()
+            self._timeout_timer = None
+
+    def _on_http_timeout(self) -> None:
+        self._timeout_timer = None
+        if self._state == _DONE:
+            return
+        logger.warning("HTTP timeout after %ss: %s", self._ctx.http_timeout, self._where())
+        if self._state == _PENDING:
+            self._send_error(503)
+        else:
+            self._abort()
+        if self.task is not None:
+            self.task.cancel()
+
+    def _on_close_timeout(self) -> None:
+        self._close_timer = None
+        if self.task is not None and not self.task.done():
+            logger.warning(
+                "Application still running %ss after the client disconnected; cancelling: %s",
+                self._ctx.application_close_timeout,
+                self._where(),
+            )
+            self.task.cancel()

@@ -1,0 +1,162 @@
+# laurelin.asgi.scope — request rules shared by every HTTP version, and the `http` scope.
+#
+# Daphne's request rules live here once: header names containing "_" are dropped (CVE-2015-0219
+# spoofing defence), header values with the control bytes \x0b \x0c \x1c \x1d \x1e \x85 are a
+# 400 (CVE-2026-44546), non-ASCII bytes in the path or query are a 400, `Daphne-Root-Path`
+# (URL-encoded) overrides --root-path and is removed from the headers. Proxy headers are applied
+# through laurelin.asgi.proxy. Scope keys follow the ASGI HTTP spec 2.5.
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import unquote
+
+from laurelin.asgi.context import ASGI_VERSION, PeerInfo, ServerContext
+from laurelin.asgi.proxy import parse_forwarded, pick_client, split_host_port
+
+Headers = list[tuple[bytes, bytes]]
+
+BAD_HEADER_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f\x85]")
+"""Bytes never accepted in a request header value: CTLs other than HTAB (RFC 9110 5.5) and
+\\x85, which Python's str.splitlines() treats as a line break (Daphne's CVE-2026-44546)."""
+
+
+class BadRequest(Exception):
+    """The request breaks a rule: answer with `status` (400 unless said otherwise)."""
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def decode_path(raw_path: bytes) -> str:
+    """The ASGI `path`: percent-decoded UTF-8. Non-ASCII raw bytes are a 400, as in Daphne."""
+    if not raw_path.isascii():
+        raise BadRequest("non-ASCII bytes in the request path")
+    text = raw_path.decode("ascii")
+    return unquote(text) if "%" in text else text
+
+
+def build_http_scope(
+    ctx: ServerContext,
+    peer: PeerInfo,
+    method: str,
+    http_version: str,
+    raw_path: bytes,
+    query_string: bytes,
+    headers: Headers,
+    extensions: dict[str, Any],
+) -> dict[str, Any]:
+    """Build the ASGI `http` scope for one request.
+
+    Raises:
+        BadRequest: the path or query string breaks Daphne's rules.
+    """
+    path = decode_path(raw_path)
+    if not query_string.isascii():
+        raise BadRequest("non-ASCII bytes in the query string")
+    scheme = "https" if peer.tls else "http"
+    client = peer.client
+    root_path = ctx.root_path
+    if peer.root_path_trusted or peer.proxy_trusted:
+        headers, root_path, client, scheme = apply_intermediary_headers(
+            ctx, peer, headers, root_path, client, scheme
+        )
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": ASGI_VERSION,
+        "http_version": http_version,
+        "method": method,
+        "scheme": scheme,
+        "path": path,
+        "raw_path": raw_path,
+        "query_string": query_string,
+        "root_path": root_path,
+        "headers": headers,
+        "client": client,
+        "server": peer.server,
+        "extensions": extensions,
+    }
+    if ctx.state is not None:
+        scope["state"] = ctx.state.copy()
+    return scope
+
+
+def apply_intermediary_headers(
+    ctx: ServerContext,
+    peer: PeerInfo,
+    headers: Headers,
+    root_path: str,
+    client: tuple[str, int] | None,
+    scheme: str,
+) -> tuple[Headers, str, tuple[str, int] | None, str]:
+    """Honour Daphne-Root-Path and the proxy headers a trusted peer sent."""
+    found: dict[bytes, bytes] = {}
+    kept: Headers | None = None
+    wanted = (
+        (ctx.proxy_host_header, ctx.proxy_port_header, b"x-forwarded-proto", b"forwarded")
+        if peer.proxy_trusted
+        else ()
+    )
+    for index, (name, value) in enumerate(headers):
+        if name == b"daphne-root-path":
+            if kept is None:
+                kept = headers[:index]
+            if peer.root_path_trusted:
+                root_path = unquote(value.decode("latin-1"))
+            continue
+        if kept is not None:
+            kept.append((name, value))
+        if name in wanted:
+            # Repeated fields combine as a list (RFC 9110 5.3).
+            found[name] = found[name] + b"," + value if name in found else value
+    if kept is not None:
+        headers = kept
+    if not found:
+        return headers, root_path, client, scheme
+    client, scheme = _proxied_client(ctx, peer, found, client, scheme)
+    return headers, root_path, client, scheme
+
+
+def _proxied_client(
+    ctx: ServerContext,
+    peer: PeerInfo,
+    found: dict[bytes, bytes],
+    client: tuple[str, int] | None,
+    scheme: str,
+) -> tuple[tuple[str, int] | None, str]:
+    forwarded = found.get(ctx.proxy_host_header)
+    if forwarded is not None:
+        host = pick_client(forwarded.decode("latin-1").split(","), ctx.trust)
+        if host:
+            port = 0
+            raw_port = found.get(ctx.proxy_port_header)
+            if raw_port is not None and raw_port.strip().isdigit():
+                port = int(raw_port)
+            client = (host, port)
+        proto = found.get(b"x-forwarded-proto")
+        if proto is not None:
+            scheme = _scheme(proto.decode("latin-1").split(",")[0], scheme)
+        return client, scheme
+    rfc7239 = found.get(b"forwarded")
+    if rfc7239 is not None:
+        elements = parse_forwarded(rfc7239.decode("latin-1"))
+        nodes = [element.get("for", "") for element in elements]
+        chosen = pick_client(nodes, ctx.trust) if nodes else None
+        if chosen:
+            host, node_port = split_host_port(chosen)
+            client = (host, node_port or 0)
+            for element in elements:
+                if element.get("for", "").strip() == chosen.strip() and "proto" in element:
+                    scheme = _scheme(element["proto"], scheme)
+                    break
+        return client, scheme
+    proto = found.get(b"x-forwarded-proto")
+    if proto is not None:
+        scheme = _scheme(proto.decode("latin-1").split(",")[0], scheme)
+    return client, scheme
+
+
+def _scheme(value: str, default: str) -> str:
+    value = value.strip().lower()
+    return value if value in ("http", "https", "ws", "wss") else default

@@ -1,0 +1,462 @@
+# laurelin.config — every server option, declared once.
+#
+# Rule: an option exists only as a field of `Config`. Its metadata (flags, help, group, choices)
+# is what the command line (cli.py), the environment (LAURELIN_<NAME>) and docs/cli.md are built
+# from, so the three cannot drift apart. Config is data: derived objects (sockets, SSL contexts,
+# the loaded app, encoded headers) are built at start-up elsewhere and never written back here.
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+ENV_PREFIX = "LAURELIN_"
+DAPHNE_LOG_FORMAT = "%(asctime)-15s %(levelname)-8s %(message)s"
+
+GROUPS = (
+    "Application",
+    "Listening",
+    "HTTP",
+    "Limits and timeouts",
+    "Proxies",
+    "WebSocket",
+    "Logging",
+    "Process",
+)
+
+
+def opt(
+    default: Any,
+    *flags: str,
+    help: str,
+    group: str,
+    kind: str = "value",
+    choices: Sequence[str] | None = None,
+    metavar: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+    env: bool = True,
+) -> Any:
+    """Declare a Config field together with its command-line and environment surface.
+
+    Args:
+        default: The default value (immutable: tuples, not lists).
+        flags: Command-line flags; the first long one names the option in docs.
+        help: One line for `--help` and docs/cli.md.
+        group: The `--help` section.
+        kind: "value", "flag" (store_true), "append" (repeatable) or "negate" (store_false).
+        choices: Allowed values, if the option is an enumeration.
+        metavar: How the value is shown in `--help`.
+        parse: Converts the text from the command line or environment to the field type.
+        env: Whether LAURELIN_<NAME> may set it.
+    """
+    meta = {
+        "flags": flags,
+        "help": help,
+        "group": group,
+        "kind": kind,
+        "choices": tuple(choices) if choices else None,
+        "metavar": metavar,
+        "parse": parse,
+        "env": env,
+    }
+    return field(default=default, metadata=meta)
+
+
+def optional_float(text: str) -> float | None:
+    """Parse a float where "", "none" or a negative number mean "no limit"."""
+    if text.strip().lower() in ("", "none", "off"):
+        return None
+    value = float(text)
+    return None if value < 0 else value
+
+
+def optional_int(text: str) -> int | None:
+    """Parse an int where "", "none" or 0 / a negative number mean "no limit"."""
+    if text.strip().lower() in ("", "none", "off"):
+        return None
+    value = int(text)
+    return None if value <= 0 else value
+
+
+def parse_bool(text: str) -> bool:
+    """Parse a boolean from an environment variable."""
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything that shapes one laurelin server. Immutable; build a new one to change it."""
+
+    app: str = opt(
+        "",
+        help="The ASGI application: module.path:attribute (module.path alone means :application).",
+        group="Application",
+        metavar="APPLICATION",
+    )
+    app_dir: str = opt(
+        ".",
+        "--app-dir",
+        help="Directory put first on sys.path before the application is imported.",
+        group="Application",
+        metavar="DIR",
+    )
+    factory: bool = opt(
+        False,
+        "--factory",
+        help="The application path names a factory: call it without arguments to get the app.",
+        group="Application",
+        kind="flag",
+        parse=parse_bool,
+    )
+    lifespan: str = opt(
+        "auto",
+        "--lifespan",
+        help="ASGI lifespan protocol: auto (use it if the app supports it), on (required), off.",
+        group="Application",
+        choices=("auto", "on", "off"),
+    )
+    root_path: str = opt(
+        "",
+        "--root-path",
+        help="ASGI root_path: the prefix the app is mounted under (Daphne-Root-Path overrides it).",
+        group="Application",
+        metavar="PATH",
+    )
+    loop: str = opt(
+        "auto",
+        "--loop",
+        help="Event loop: uvloop when installed (auto), asyncio, or uvloop.",
+        group="Application",
+        choices=("auto", "asyncio", "uvloop"),
+    )
+
+    host: str | None = opt(
+        None,
+        "-b",
+        "--bind",
+        help="Address to listen on (IPv4, IPv6 with or without brackets, or a host name). "
+        "Alone: port 8000.",
+        group="Listening",
+        metavar="ADDRESS",
+    )
+    port: int | None = opt(
+        None,
+        "-p",
+        "--port",
+        help="TCP port to listen on. Alone: address 127.0.0.1. Neither -b, -p, -u, --fd nor -e: "
+        "127.0.0.1:8000.",
+        group="Listening",
+        parse=int,
+    )
+    unix_socket: str | None = opt(
+        None,
+        "-u",
+        "--unix-socket",
+        help="Listen on this Unix socket path.",
+        group="Listening",
+        metavar="PATH",
+    )
+    fd: int | None = opt(
+        None,
+        "--fd",
+        help="Adopt this already-listening file descriptor.",
+        group="Listening",
+        parse=int,
+    )
+    endpoints: tuple[str, ...] = opt(
+        (),
+        "-e",
+        "--endpoint",
+        help="Daphne endpoint string, repeatable: tcp:port=8000:interface=0.0.0.0, "
+        "tcp6:port=8000:interface=\\:\\:, unix:/path[:mode=660], fd:fileno=3.",
+        group="Listening",
+        kind="append",
+        metavar="ENDPOINT",
+    )
+    backlog: int = opt(
+        2048,
+        "--backlog",
+        help="Maximum number of pending connections in the listen queue.",
+        group="Listening",
+        parse=int,
+    )
+
+    server_name: str = opt(
+        "laurelin",
+        "-s",
+        "--server-name",
+        help="Value of the Server response header.",
+        group="HTTP",
+        metavar="NAME",
+    )
+    no_server_name: bool = opt(
+        False,
+        "--no-server-name",
+        help="Send no Server response header.",
+        group="HTTP",
+        kind="flag",
+        parse=parse_bool,
+    )
+    date_header: bool = opt(
+        True,
+        "--no-date-header",
+        help="Send no Date response header (RFC 9110 asks for one; Daphne sends none).",
+        group="HTTP",
+        kind="negate",
+        parse=parse_bool,
+    )
+    headers: tuple[str, ...] = opt(
+        (),
+        "--header",
+        help="Default response header NAME:VALUE added to every response, repeatable.",
+        group="HTTP",
+        kind="append",
+        metavar="NAME:VALUE",
+    )
+
+    http_timeout: float | None = opt(
+        None,
+        "-t",
+        "--http-timeout",
+        help="Seconds an app may take on an HTTP request: 503 if no response started, else the "
+        "response is ended. Default: no limit.",
+        group="Limits and timeouts",
+        parse=optional_float,
+        metavar="SECONDS",
+    )
+    application_close_timeout: float = opt(
+        10.0,
+        "--application-close-timeout",
+        help="Seconds an app may keep running after its client disconnected before it is "
+        "cancelled.",
+        group="Limits and timeouts",
+        parse=float,
+        metavar="SECONDS",
+    )
+    timeout_keep_alive: float = opt(
+        5.0,
+        "--timeout-keep-alive",
+        help="Seconds an idle keep-alive connection is kept open for its next request.",
+        group="Limits and timeouts",
+        parse=float,
+        metavar="SECONDS",
+    )
+    header_read_timeout: float = opt(
+        30.0,
+        "--header-read-timeout",
+        help="Seconds a client has to send a complete request head; then 408 and close.",
+        group="Limits and timeouts",
+        parse=float,
+        metavar="SECONDS",
+    )
+    limit_max_body_size: int | None = opt(
+        None,
+        "--limit-max-body-size",
+        help="Largest request body in bytes; larger gets 413. Default: no limit (as Daphne).",
+        group="Limits and timeouts",
+        parse=optional_int,
+        metavar="BYTES",
+    )
+    limit_request_head_size: int = opt(
+        65536,
+        "--limit-request-head-size",
+        help="Largest request line plus headers in bytes; larger gets 431 (414 for the target).",
+        group="Limits and timeouts",
+        parse=int,
+        metavar="BYTES",
+    )
+    limit_request_headers: int = opt(
+        100,
+        "--limit-request-headers",
+        help="Most header fields in one request; more gets 431.",
+        group="Limits and timeouts",
+        parse=int,
+        metavar="COUNT",
+    )
+    graceful_timeout: float = opt(
+        30.0,
+        "--graceful-timeout",
+        help="Seconds in-flight requests get to finish on shutdown before they are cancelled.",
+        group="Limits and timeouts",
+        parse=float,
+        metavar="SECONDS",
+    )
+
+    proxy_headers: bool = opt(
+        False,
+        "--proxy-headers",
+        help="Take client address and scheme from X-Forwarded-For/-Port/-Proto and Forwarded "
+        "(RFC 7239), from trusted peers only.",
+        group="Proxies",
+        kind="flag",
+        parse=parse_bool,
+    )
+    proxy_headers_host: str | None = opt(
+        None,
+        "--proxy-headers-host",
+        help="Header to read the client address from instead of X-Forwarded-For "
+        "(needs --proxy-headers).",
+        group="Proxies",
+        metavar="HEADER",
+    )
+    proxy_headers_port: str | None = opt(
+        None,
+        "--proxy-headers-port",
+        help="Header to read the client port from instead of X-Forwarded-Port "
+        "(needs --proxy-headers).",
+        group="Proxies",
+        metavar="HEADER",
+    )
+    forwarded_allow_ips: str = opt(
+        "127.0.0.1,::1,unix",
+        "--forwarded-allow-ips",
+        help="Comma-separated peers (addresses, networks, 'unix' for Unix-socket peers, '*' for "
+        "all) whose proxy headers and Daphne-Root-Path are trusted.",
+        group="Proxies",
+        metavar="LIST",
+    )
+
+    websocket_timeout: float | None = opt(
+        86400.0,
+        "--websocket_timeout",
+        "--websocket-timeout",
+        help="Longest WebSocket lifetime in seconds, then the server closes it; -1: no limit.",
+        group="WebSocket",
+        parse=optional_float,
+        metavar="SECONDS",
+    )
+    websocket_connect_timeout: float | None = opt(
+        5.0,
+        "--websocket_connect_timeout",
+        "--websocket-connect-timeout",
+        help="Seconds the app has to accept a WebSocket; then 403. -1: no limit.",
+        group="WebSocket",
+        parse=optional_float,
+        metavar="SECONDS",
+    )
+    ping_interval: float = opt(
+        20.0,
+        "--ping-interval",
+        help="Seconds without incoming WebSocket traffic before the server pings.",
+        group="WebSocket",
+        parse=float,
+        metavar="SECONDS",
+    )
+    ping_timeout: float = opt(
+        30.0,
+        "--ping-timeout",
+        help="Seconds to wait for the pong before the WebSocket is closed.",
+        group="WebSocket",
+        parse=float,
+        metavar="SECONDS",
+    )
+    websocket_max_message_size: int | None = opt(
+        1048576,
+        "--websocket-max-message-size",
+        help="Largest incoming WebSocket message in bytes (0: no limit); larger: close 1009.",
+        group="WebSocket",
+        parse=optional_int,
+        metavar="BYTES",
+    )
+    websocket_max_frame_size: int | None = opt(
+        1048576,
+        "--websocket-max-frame-size",
+        help="Largest incoming WebSocket frame in bytes (0: no limit); larger: close 1009.",
+        group="WebSocket",
+        parse=optional_int,
+        metavar="BYTES",
+    )
+
+    verbosity: int = opt(
+        1,
+        "-v",
+        "--verbosity",
+        help="0 warnings, 1 info and the access log on stdout, 2 debug, 3 debug + asyncio debug.",
+        group="Logging",
+        parse=int,
+        choices=("0", "1", "2", "3"),
+    )
+    access_log: str | None = opt(
+        None,
+        "--access-log",
+        help="Write the access log to this file ('-' for stdout). Default: stdout at -v 1 and up.",
+        group="Logging",
+        metavar="FILE",
+    )
+    no_access_log: bool = opt(
+        False,
+        "--no-access-log",
+        help="Write no access log at all (whatever -v says).",
+        group="Logging",
+        kind="flag",
+        parse=parse_bool,
+    )
+    log_fmt: str = opt(
+        DAPHNE_LOG_FORMAT,
+        "--log-fmt",
+        help="logging format string for the server's log lines.",
+        group="Logging",
+        metavar="FORMAT",
+    )
+    log_config: str | None = opt(
+        None,
+        "--log-config",
+        help="Logging configuration file: dictConfig as .json or .yaml, or fileConfig .ini.",
+        group="Logging",
+        metavar="FILE",
+    )
+
+    def with_changes(self, **changes: Any) -> Config:
+        """Return a copy with some fields replaced (Config itself never changes)."""
+        return dataclasses.replace(self, **changes)
+
+
+def option_fields() -> tuple[dataclasses.Field[Any], ...]:
+    """All Config fields, in declaration order."""
+    return dataclasses.fields(Config)
+
+
+def env_name(name: str) -> str:
+    """The environment variable that sets field `name`."""
+    return ENV_PREFIX + name.upper()
+
+
+def convert(f: dataclasses.Field[Any], text: str) -> Any:
+    """Convert one textual value (CLI or environment) to the field's type."""
+    meta = f.metadata
+    if meta["kind"] == "append":
+        return tuple(part for part in text.split(",") if part) if isinstance(text, str) else text
+    parse = meta["parse"]
+    value = parse(text) if parse else text
+    choices = meta["choices"]
+    if choices and str(value) not in choices:
+        raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Field values given by LAURELIN_<NAME> environment variables.
+
+    Raises:
+        ValueError: naming the variable whose value cannot be converted.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in option_fields():
+        if not f.metadata["env"]:
+            continue
+        name = env_name(f.name)
+        if name not in environ:
+            continue
+        try:
+            values[f.name] = convert(f, environ[name])
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return values

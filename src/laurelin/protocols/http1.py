@@ -1,0 +1,643 @@
+# laurelin.protocols.http1 — HTTP/1.1 and 1.0 over one transport (RFC 9112), on httptools.
+#
+# Owns: parsing request heads and bodies (llhttp in strict mode, which already rejects
+# CL+TE conflicts, duplicate Content-Length, bad chunk sizes, obs-fold, bare LF/CR and
+# whitespace before the colon: each a 400 and close), the head-size/header-count/body-size
+# limits (431/414/413), the header-read and keep-alive timers (408 / silent close), pipelining
+# (one request runs at a time; responses leave in request order), `Expect: 100-continue`,
+# response framing (Content-Length, chunked, HEAD/1xx/204/304 without body, HTTP/1.0
+# read-until-close) and write backpressure. The ASGI rules are the bridge's (asgi/http.py):
+# this class is the `HTTPSink` every HTTPCycle of the connection talks to.
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from laurelin.asgi.context import PeerInfo
+from laurelin.asgi.errors import error_page
+from laurelin.asgi.http import HTTPCycle
+from laurelin.asgi.scope import BAD_HEADER_VALUE, BadRequest, build_http_scope
+from laurelin.logs import access_logger, error_logger, log_access
+from laurelin.protocols.http1_response import CONTINUE, LAST_CHUNK, chunk, status_line
+
+if TYPE_CHECKING:
+    from laurelin.protocols.settings import ConnectionSettings
+
+_INFO = logging.INFO
+_NO_BODY_STATUS = frozenset({204, 304})
+# Seconds a connection we are closing after an error keeps reading (and discarding) before it
+# is dropped, so the client sees our response instead of a reset (RFC 9112 9.6).
+LINGER_SECONDS = 2.0
+# A big write is handed to the transport as separate buffers instead of one joined copy.
+_JOIN_LIMIT = 16384
+
+_IDLE, _HEAD, _KEEPALIVE = 0, 1, 2
+
+
+class _TooLarge(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+class HTTP1Connection(asyncio.Protocol):
+    """One client connection speaking HTTP/1.x; the sink of its requests' ASGI cycles."""
+
+    __slots__ = (
+        "_active",
+        "_closing",
+        "_cycles",
+        "_deadline",
+        "_deadline_kind",
+        "_deferred_error",
+        "_drain_waiters",
+        "_expect_continue",
+        "_expect_pending",
+        "_head_bytes",
+        "_headers",
+        "_parser",
+        "_parsing",
+        "_pipeline",
+        "_raw_head",
+        "_read_paused",
+        "_read_paused_body",
+        "_request_keep_alive",
+        "_resp_bytes",
+        "_resp_chunked",
+        "_resp_head",
+        "_resp_http10",
+        "_resp_keep_alive",
+        "_resp_no_body",
+        "_resp_remaining",
+        "_timer",
+        "_url",
+        "body_received",
+        "loop",
+        "peer",
+        "settings",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        self.settings = settings
+        self.loop = settings.ctx.loop
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.peer: PeerInfo = None  # type: ignore[assignment]
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._raw_head = 0
+        self._expect_continue = False
+        self._expect_pending = False
+        self._request_keep_alive = True
+        self._parsing: HTTPCycle | None = None
+        self._active: HTTPCycle | None = None
+        self._pipeline: deque[tuple[HTTPCycle, bool, bool]] = deque()
+        self._cycles: set[HTTPCycle] = set()
+        self._deferred_error = 0
+        self._closing = False
+        self._read_paused = False
+        self._read_paused_body = False
+        self.write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        self._deadline_kind = _IDLE
+        self._resp_head: list[bytes] | None = None
+        self._resp_chunked = False
+        self._resp_http10 = False
+        self._resp_no_body = False
+        self._resp_remaining: int | None = None
+        self._resp_keep_alive = True
+        self._resp_bytes = 0
+        self.body_received = 0
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        settings = self.settings
+        self.peer = PeerInfo.from_addresses(
+            settings.ctx,
+            transport.get_extra_info("peername"),
+            transport.get_extra_info("sockname"),
+            settings.tls,
+        )
+        settings.connections.add(self)
+        self._arm(_HEAD, settings.header_read_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self.settings.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for cycle in list(self._cycles):
+            cycle.on_disconnect()
+        self._pipeline.clear()
+        self._wake_writers()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        if self._deadline_kind == _KEEPALIVE:
+            self._deadline_kind = _HEAD
+            self._deadline = self.loop.time() + self.settings.header_read_timeout
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._on_upgrade(data, upgrade.args[0])
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _TooLarge):
+                self._refuse(cause.status)
+            elif isinstance(cause, BadRequest):
+                self._refuse(cause.status, str(cause))
+            else:
+                error_logger.exception("Error parsing request", exc_info=cause)
+                self._refuse(400)
+            return
+        except httptools.HttpParserError as exc:
+            self._refuse(400, str(exc))
+            return
+        if self._parsing is None:
+            # Bytes of a head still incomplete: llhttp buffers a partial field itself, so this
+            # is what bounds an endless header line (431).
+            self._raw_head += len(data)
+            if self._raw_head > self.settings.limit_request_head_size:
+                self._refuse(431, "request head too large")
+                return
+        if self._active is None and self._pipeline:
+            self._start_next()
+
+    def eof_received(self) -> bool | None:
+        # A half-closed client gets its pending responses; with none pending we close.
+        if self._active is None and not self._pipeline:
+            self.transport.close()
+            return None
+        if self._parsing is not None and self._parsing.more_body:
+            self._parsing.on_disconnect()
+        self._request_keep_alive = False
+        self._resp_keep_alive = False
+        return True
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_writers()
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._expect_continue = False
+        self.body_received = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.settings.limit_request_head_size:
+            raise _TooLarge(414)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self._headers
+        self._head_bytes += len(name) + len(value) + 4
+        if len(headers) >= self.settings.limit_request_headers or (
+            self._head_bytes + len(self._url) > self.settings.limit_request_head_size
+        ):
+            raise _TooLarge(431)
+        name = name.lower()
+        if b"_" in name:
+            return  # Daphne: never let "_" headers masquerade as "-" ones in WSGI-style maps
+        if BAD_HEADER_VALUE.search(value) is not None:
+            raise BadRequest("control character in a header value")
+        if name == b"expect" and value.lower() == b"100-continue":
+            self._expect_continue = True
+        headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        http_version = parser.get_http_version()
+        if http_version != "1.1" and http_version != "1.0":
+            raise BadRequest("HTTP version not supported", 505)
+        self._deadline_kind = _IDLE
+        self._raw_head = 0
+        method = parser.get_method().decode("ascii")
+        settings = self.settings
+        url = self._url
+        if url[:1] == b"/":
+            question = url.find(b"?")
+            if question < 0:
+                raw_path, query = url, b""
+            else:
+                raw_path, query = url[:question], url[question + 1 :]
+            fragment = query.find(b"#") if query else raw_path.find(b"#")
+            if fragment >= 0:
+                if query:
+                    query = query[:fragment]
+                else:
+                    raw_path = raw_path[:fragment]
+        elif url == b"*":
+            raw_path, query = url, b""
+        elif method == "CONNECT":
+            raise BadRequest("CONNECT is not supported", 405)
+        else:
+            parsed = httptools.parse_url(url)
+            raw_path, query = parsed.path or b"/", parsed.query or b""
+        scope = build_http_scope(
+            settings.ctx,
+            self.peer,
+            method,
+            http_version,
+            raw_path,
+            query,
+            self._headers,
+            settings.extensions,
+        )
+        limit = settings.limit_max_body_size
+        if limit is not None:
+            length = _content_length(self._headers)
+            if length is not None and length > limit:
+                raise _TooLarge(413)
+        self._request_keep_alive = keep_alive = parser.should_keep_alive()
+        cycle = HTTPCycle(scope, self, settings.ctx)
+        self._parsing = cycle
+        self._cycles.add(cycle)
+        # RFC 9110 10.1.1: a 1.0 client cannot be relied on to understand 100 Continue.
+        expect = self._expect_continue and http_version == "1.1"
+        self._pipeline.append((cycle, keep_alive, expect))
+        if self._active is not None and not self._read_paused:
+            # A pipelined request: hold further input until the current response is done.
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self._parsing
+        if cycle is None:
+            return
+        self.body_received += len(body)
+        limit = self.settings.limit_max_body_size
+        if limit is not None and self.body_received > limit:
+            raise _TooLarge(413)
+        if cycle.response_complete:
+            return  # the app answered without reading: discard what is still in flight
+        cycle.feed_body(body)
+
+    def on_message_complete(self) -> None:
+        cycle = self._parsing
+        self._parsing = None
+        if cycle is not None:
+            cycle.feed_eof()
+
+    # -- running requests ------------------------------------------------------------------------
+
+    def _start_next(self) -> None:
+        if self._closing or self._active is not None or not self._pipeline:
+            return
+        cycle, keep_alive, expect = self._pipeline.popleft()
+        self._active = cycle
+        self._resp_keep_alive = keep_alive
+        self._expect_pending = expect
+        self._resp_bytes = 0
+        self._resp_head = None
+        cycle.start()
+        if not self._pipeline:
+            self._maybe_resume_reading()
+
+    def cycle_finished(self, cycle: HTTPCycle) -> None:
+        self._cycles.discard(cycle)
+
+    # -- HTTPSink ----------------------------------------------------------------------------------
+
+    def send_continue(self) -> None:
+        if self._expect_pending:
+            self._expect_pending = False
+            if not self._closing:
+                self.transport.write(CONTINUE)
+
+    def pause_reading(self) -> None:
+        self._read_paused_body = True
+        if not self._read_paused and not self._closing:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._read_paused_body = False
+        self._maybe_resume_reading()
+
+    def _maybe_resume_reading(self) -> None:
+        if (
+            self._read_paused
+            and not self._read_paused_body
+            and not self._closing
+            and not self._pipeline
+            and not self._deferred_error
+        ):
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        settings = self.settings
+        active = self._active
+        assert active is not None
+        head_request = active.scope["method"] == "HEAD"
+        no_body = status in _NO_BODY_STATUS or status < 200 or head_request
+        parts = [status_line(status)]
+        remaining: int | None = None
+        override = False
+        defaults = settings.default_header_names
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                try:
+                    remaining = int(value)
+                except ValueError:
+                    remaining = -1
+                if remaining < 0 or not value.strip().isdigit():
+                    raise RuntimeError(f"Invalid Content-Length {value!r} in the response")
+            elif lname == b"transfer-encoding":
+                continue  # framing is ours to choose (RFC 9112 6.1)
+            elif lname == b"connection":
+                if value.lower() == b"close":
+                    self._resp_keep_alive = False
+                continue
+            elif lname in defaults or lname == b"date":
+                override = True
+            parts += (name, b": ", value, b"\r\n")
+        if override:
+            app_names = {name.lower() for name, _ in headers}
+            parts[1:1] = _default_lines(settings, app_names)
+        else:
+            if settings.date_header is not None:
+                parts.insert(1, settings.date_header.line())
+            parts.insert(1, settings.default_headers)
+        if status < 200:
+            # An informational response: written now; the final one follows.
+            parts.append(b"\r\n")
+            self.transport.write(b"".join(parts))
+            return
+        self._expect_pending = False  # answered without reading: no 100 Continue any more
+        self._resp_head = parts
+        self._resp_no_body = no_body
+        self._resp_remaining = remaining if not no_body else None
+        self._resp_chunked = False
+        self._resp_http10 = active.scope["http_version"] == "1.0"
+
+    def _connection_line(self, parts: list[bytes]) -> None:
+        if not self._resp_keep_alive or self.settings.draining:
+            self._resp_keep_alive = False
+            parts.append(b"connection: close\r\n")
+        elif self._resp_http10:
+            parts.append(b"connection: keep-alive\r\n")
+
+    def write_body(self, data: bytes, more_body: bool) -> None:
+        if self._closing:
+            if not more_body:
+                self._response_done()
+            return
+        head = self._resp_head
+        if head is not None:
+            self._resp_head = None
+            self._write_first(head, data, more_body)
+        elif self._resp_no_body:
+            pass
+        elif self._resp_chunked:
+            if data:
+                self._write_chunk(data)
+            if not more_body:
+                self.transport.write(LAST_CHUNK)
+        elif self._resp_remaining is not None:
+            self._check_length(data, more_body)
+            if data:
+                self.transport.write(data)
+        elif data:
+            self.transport.write(data)
+        self._resp_bytes += len(data)
+        if not more_body:
+            self._response_done()
+
+    def _write_first(self, head: list[bytes], data: bytes, more_body: bool) -> None:
+        """Write the held head with the first body part, choosing the framing (RFC 9112 6.3)."""
+        if self._resp_no_body:
+            self._connection_line(head)
+            head.append(b"\r\n")
+            self.transport.write(b"".join(head))
+            return
+        if self._resp_remaining is None:
+            if not more_body:
+                self._resp_remaining = len(data)
+                head.append(b"content-length: %d\r\n" % len(data))
+            elif not self._resp_http10:
+                self._resp_chunked = True
+                self._connection_line(head)
+                head.append(b"transfer-encoding: chunked\r\n\r\n")
+                if data:
+                    head.append(chunk(data))
+                self.transport.write(b"".join(head))
+                return
+            else:
+                self._resp_keep_alive = False  # HTTP/1.0, unknown length: ends at close
+        self._connection_line(head)
+        head.append(b"\r\n")
+        if self._resp_remaining is not None:
+            self._check_length(data, more_body)
+        if len(data) > _JOIN_LIMIT:
+            self.transport.writelines((b"".join(head), data))
+        else:
+            head.append(data)
+            self.transport.write(b"".join(head))
+
+    def _write_chunk(self, data: bytes) -> None:
+        if len(data) > _JOIN_LIMIT:
+            self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            self.transport.write(chunk(data))
+
+    def _check_length(self, data: bytes, more_body: bool) -> None:
+        remaining = self._resp_remaining
+        assert remaining is not None
+        remaining -= len(data)
+        if remaining < 0:
+            self.abort()
+            raise RuntimeError("The app sent more body than its Content-Length")
+        self._resp_remaining = remaining
+        if not more_body and remaining:
+            self._short_body()
+
+    def _short_body(self) -> None:
+        self.abort()
+        raise RuntimeError("The app's response body is shorter than its Content-Length")
+
+    def _response_done(self) -> None:
+        cycle = self._active
+        if cycle is None:
+            return
+        self._active = None
+        if access_logger.isEnabledFor(_INFO):
+            scope = cycle.scope
+            query = scope["query_string"]
+            target = scope["raw_path"].decode("ascii")
+            if query:
+                target += "?" + query.decode("ascii")
+            log_access(scope["client"], scope["method"], target, cycle.status, self._resp_bytes)
+        if self._closing:
+            return
+        if cycle.more_body or not self._resp_keep_alive or self.settings.draining:
+            # Unread request body, Connection: close, HTTP/1.0 without length, or draining.
+            self._close(linger=cycle.more_body)
+            return
+        if self._pipeline:
+            self.loop.call_soon(self._start_next)
+            return
+        if self._deferred_error:
+            self._write_error(self._deferred_error)
+            return
+        self._arm(_KEEPALIVE, self.settings.timeout_keep_alive)
+        self._maybe_resume_reading()
+
+    async def wait_writable(self) -> None:
+        if not self.write_paused or self._closing:
+            return
+        waiter = self.loop.create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    def _wake_writers(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def cancel_apps(self) -> None:
+        """Cancel every app task still running for this connection (end of a drain)."""
+        for cycle in list(self._cycles):
+            if cycle.task is not None and not cycle.task.done():
+                cycle.task.cancel()
+
+    def abort(self) -> None:
+        self._closing = True
+        self._active = None
+        self.transport.abort()
+
+    # -- errors, timers and closing ----------------------------------------------------------------
+
+    def _refuse(self, status: int, reason: str = "") -> None:
+        """Answer a request the parser or a limit refused, then close (after pending responses)."""
+        if error_logger.isEnabledFor(logging.DEBUG):
+            error_logger.debug("Refusing request with %d: %s", status, reason or "limit")
+        if self._parsing is not None and self._parsing is self._active:
+            if self._parsing.response_started:
+                self.abort()
+            else:
+                self._parsing.fail_request(status)
+            return
+        parsing = self._parsing
+        if parsing is not None and self._pipeline and self._pipeline[-1][0] is parsing:
+            # Its body cannot be read any further: it will never run.
+            self._pipeline.pop()
+            self._cycles.discard(parsing)
+        self._parsing = None
+        if self._active is None and self._pipeline:
+            self._start_next()  # requests parsed before the bad one are answered first
+        if self._active is not None or self._pipeline:
+            self._deferred_error = status
+            if not self._read_paused:
+                self._read_paused = True
+                self.transport.pause_reading()
+            return
+        self._write_error(status)
+
+    def _write_error(self, status: int) -> None:
+        self._pipeline.clear()
+        headers, body = error_page(status)
+        parts = [status_line(status), self.settings.default_headers]
+        if self.settings.date_header is not None:
+            parts.append(self.settings.date_header.line())
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts += (b"connection: close\r\n\r\n", body)
+        self.transport.write(b"".join(parts))
+        self._close(linger=True)
+
+    def _close(self, linger: bool) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._deadline_kind = _IDLE
+        transport = self.transport
+        if linger and transport.can_write_eof():
+            # Half-close and keep reading briefly, so unread input does not turn into a reset
+            # that destroys the response before the client has read it.
+            transport.write_eof()
+            if self._read_paused:
+                transport.resume_reading()
+            self.loop.call_later(LINGER_SECONDS, transport.abort)
+            return
+        transport.close()
+
+    def _arm(self, kind: int, seconds: float) -> None:
+        """Set the connection's one deadline; one timer handle serves all of them lazily."""
+        self._deadline_kind = kind
+        deadline = self.loop.time() + seconds
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        kind = self._deadline_kind
+        if kind == _IDLE or self._closing:
+            return
+        if self.loop.time() < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._on_deadline)
+            return
+        if kind == _KEEPALIVE:
+            self._close(linger=False)
+        elif self._active is None:
+            self._write_error(408)
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: close now if idle, else after the current response."""
+        if self._active is None and not self._pipeline and self._parsing is None:
+            self._close(linger=False)
+        else:
+            self._resp_keep_alive = False
+
+    def _on_upgrade(self, data: bytes, offset: int) -> None:
+        # Protocol upgrades this connection does not perform (e.g. h2c before HTTP/2 exists) are
+        # ignored: the request was served as plain HTTP/1.1; bytes after it start a new request.
+        self._parser = httptools.HttpRequestParser(self)
+        rest = data[offset:]
+        if self._active is None and self._pipeline:
+            self._start_next()
+        if rest:
+            self.data_received(rest)
+
+
+def _default_lines(settings: ConnectionSettings, app_names: set[bytes]) -> list[bytes]:
+    lines = [
+        line + b"\r\n"
+        for line in settings.default_headers.split(b"\r\n")
+        if line and line.split(b":", 1)[0].lower() not in app_names
+    ]
+    if settings.date_header is not None and b"date" not in app_names:
+        lines.append(settings.date_header.line())
+    return lines
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value)
+    return None

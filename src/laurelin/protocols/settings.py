@@ -1,0 +1,64 @@
+# laurelin.protocols.settings — what every wire adapter of one server shares, built once.
+#
+# Derived from Config at start-up (encoded default headers, the Date cache, limits, the live
+# connection registry the server drains on shutdown) so that no connection re-derives anything.
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from laurelin.asgi.context import ServerContext
+from laurelin.protocols.http1_response import DateHeader
+
+
+class ConnectionRegistry:
+    """The live connections of one server; draining waits on `wait_empty()`, not a poll."""
+
+    __slots__ = ("_empty", "_items")
+
+    def __init__(self) -> None:
+        self._items: set[Any] = set()
+        self._empty: asyncio.Event | None = None
+
+    def add(self, conn: Any) -> None:
+        """Register a new connection."""
+        self._items.add(conn)
+
+    def discard(self, conn: Any) -> None:
+        """Forget a closed connection."""
+        self._items.discard(conn)
+        if not self._items and self._empty is not None:
+            self._empty.set()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Any:
+        return iter(list(self._items))
+
+    async def wait_empty(self) -> None:
+        """Return once no connection is left."""
+        if not self._items:
+            return
+        self._empty = asyncio.Event()
+        await self._empty.wait()
+
+
+@dataclass(slots=True)
+class ConnectionSettings:
+    """Per-server settings and state for wire adapters."""
+
+    ctx: ServerContext
+    tls: bool = False
+    header_read_timeout: float = 30.0
+    timeout_keep_alive: float = 5.0
+    limit_request_head_size: int = 65536
+    limit_request_headers: int = 100
+    limit_max_body_size: int | None = None
+    default_headers: bytes = b""
+    default_header_names: frozenset[bytes] = frozenset()
+    date_header: DateHeader | None = field(default_factory=DateHeader)
+    extensions: dict[str, Any] = field(default_factory=dict)
+    connections: ConnectionRegistry = field(default_factory=ConnectionRegistry)
+    draining: bool = False

@@ -1,0 +1,141 @@
+# laurelin.server — one process, one event loop: listeners, lifespan, connections, draining.
+#
+# `Server.serve()` runs lifespan startup, serves the already-open listening sockets until its
+# shutdown trigger fires, then drains: stop accepting, close idle keep-alive connections, let
+# in-flight requests finish for up to --graceful-timeout, cancel what remains, run lifespan
+# shutdown. Signals are not this module's business (see laurelin.supervisor).
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+
+from laurelin.asgi.context import ServerContext
+from laurelin.asgi.lifespan import Lifespan, LifespanFailure
+from laurelin.asgi.proxy import ProxyTrust
+from laurelin.config import Config
+from laurelin.importer import ASGIApp
+from laurelin.listeners import describe_socket
+from laurelin.protocols.http1 import HTTP1Connection
+from laurelin.protocols.http1_response import (
+    DateHeader,
+    default_header_names,
+    encode_default_headers,
+)
+from laurelin.protocols.settings import ConnectionSettings
+
+logger = logging.getLogger("laurelin.error")
+DEFAULT_FORWARDED_ALLOW_IPS = Config().forwarded_allow_ips
+
+
+class StartupFailure(Exception):
+    """The server could not start (lifespan startup failed); str() is the line to log."""
+
+
+def build_context(config: Config, app: ASGIApp, loop: asyncio.AbstractEventLoop) -> ServerContext:
+    """The bridge's server-wide context, derived once from Config."""
+    explicit_trust = config.forwarded_allow_ips != DEFAULT_FORWARDED_ALLOW_IPS
+    trust = ProxyTrust(config.forwarded_allow_ips)
+    return ServerContext(
+        loop=loop,
+        app=app,
+        root_path=config.root_path,
+        http_timeout=config.http_timeout,
+        application_close_timeout=config.application_close_timeout,
+        proxy_headers=config.proxy_headers,
+        proxy_host_header=(config.proxy_headers_host or "x-forwarded-for").lower().encode(),
+        proxy_port_header=(config.proxy_headers_port or "x-forwarded-port").lower().encode(),
+        trust=trust,
+        root_path_trust=trust if explicit_trust else None,
+    )
+
+
+def build_settings(config: Config, ctx: ServerContext) -> ConnectionSettings:
+    """The wire adapters' shared settings, derived once from Config."""
+    server_name = None if config.no_server_name else config.server_name
+    return ConnectionSettings(
+        ctx=ctx,
+        header_read_timeout=config.header_read_timeout,
+        timeout_keep_alive=config.timeout_keep_alive,
+        limit_request_head_size=config.limit_request_head_size,
+        limit_request_headers=config.limit_request_headers,
+        limit_max_body_size=config.limit_max_body_size,
+        default_headers=encode_default_headers(server_name, config.headers),
+        default_header_names=default_header_names(server_name, config.headers),
+        date_header=DateHeader() if config.date_header else None,
+    )
+
+
+class Server:
+    """Serve one ASGI app on a set of listening sockets in the running event loop."""
+
+    def __init__(self, config: Config, app: ASGIApp, sockets: list[socket.socket]) -> None:
+        self.config = config
+        self.app = app
+        self.sockets = sockets
+        self.settings: ConnectionSettings | None = None
+        self._servers: list[asyncio.Server] = []
+        self.started = asyncio.Event()
+
+    async def serve(self, shutdown_trigger: Callable[[], Awaitable[object]]) -> None:
+        """Start, serve until `shutdown_trigger()` returns, then drain and stop.
+
+        Raises:
+            StartupFailure: lifespan startup failed.
+        """
+        loop = asyncio.get_running_loop()
+        config = self.config
+        lifespan = Lifespan(self.app, config.lifespan)
+        try:
+            await lifespan.startup()
+        except LifespanFailure as exc:
+            raise StartupFailure(f"Application startup failed: {exc}") from None
+        ctx = build_context(config, self.app, loop)
+        if lifespan.supported:
+            ctx.state = lifespan.state
+        settings = build_settings(config, ctx)
+        self.settings = settings
+
+        def factory() -> asyncio.Protocol:
+            return HTTP1Connection(settings)
+
+        for sock in self.sockets:
+            server = await loop.create_server(factory, sock=sock, backlog=config.backlog)
+            self._servers.append(server)
+            logger.info("Listening on %s", describe_socket(sock))
+        self.started.set()
+        try:
+            await shutdown_trigger()
+        finally:
+            await self._drain(settings)
+            try:
+                await lifespan.shutdown()
+            except LifespanFailure as exc:
+                logger.error("Application shutdown failed: %s", exc)
+
+    async def _drain(self, settings: ConnectionSettings) -> None:
+        for server in self._servers:
+            server.close()
+        settings.draining = True
+        for conn in list(settings.connections):
+            conn.shutdown()
+        timeout = self.config.graceful_timeout
+        if settings.connections:
+            logger.info(
+                "Waiting for %d connection(s) to finish (up to %ss)",
+                len(settings.connections),
+                timeout,
+            )
+        try:
+            await asyncio.wait_for(settings.connections.wait_empty(), timeout)
+        except TimeoutError:
+            logger.warning(
+                "Graceful timeout: closing %d connection(s) still open", len(settings.connections)
+            )
+            for conn in settings.connections:
+                conn.cancel_apps()
+                conn.abort()
+            await asyncio.sleep(0)
+        for server in self._servers:
+            await server.wait_closed()
