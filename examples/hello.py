@@ -29,19 +29,34 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/octet-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
         return
     if path == "/stream":
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+            }
+        )
         for i in range(5):
             await send({"type": "http.response.body", "body": b"line %d\n" % i, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         return
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/html; charset=utf-8")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/html; charset=utf-8")],
+        }
+    )
     await send({"type": "http.response.body", "body": PAGE})
 
 

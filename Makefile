@@ -1,0 +1,45 @@
+# laurelin — every set-up and check a developer or CI runs, from a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test check lint types unit pytest bench docs clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[standard,test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/laurelin --app-dir examples hello:application -b 127.0.0.1 -p 8000
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+# Fast inner loop: lint, types and the suite without the slow tests.
+check: lint types
+	$(BIN)/pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
+
+# Everything, as CI runs it.
+test: lint types
+	$(BIN)/pytest -q -n 2 $(PYTEST_ARGS)
+
+# The suite alone on another interpreter: make pytest PYTHON=python3.13 VENV=.venv-3.13
+pytest: $(STAMP)
+	$(BIN)/pytest -q -n 2 $(PYTEST_ARGS)
+
+docs: $(STAMP)
+	$(BIN)/python -m laurelin.docgen > docs/cli.md
+
+bench:
+	bench/run.sh
+
+clean:
+	rm -rf $(VENV) .venv-* .mypy_cache .ruff_cache .pytest_cache
