@@ -17,6 +17,7 @@ from laurelin.asgi.proxy import ProxyTrust
 from laurelin.config import Config
 from laurelin.importer import ASGIApp
 from laurelin.listeners import describe_socket
+from laurelin.logs import access_logger
 from laurelin.protocols.http1 import HTTP1Connection
 from laurelin.protocols.http1_response import (
     DateHeader,
@@ -64,6 +65,7 @@ def build_settings(config: Config, ctx: ServerContext) -> ConnectionSettings:
         default_headers=encode_default_headers(server_name, config.headers),
         default_header_names=default_header_names(server_name, config.headers),
         date_header=DateHeader() if config.date_header else None,
+        access_log=access_logger.isEnabledFor(logging.INFO),
     )
 
 

@@ -27,9 +27,8 @@ logger = logging.getLogger("laurelin.error")
 # the app; it resumes when the app calls receive(). 64 KiB is what Uvicorn and Hypercorn buffer.
 BODY_HIGH_WATER = 65536
 
-# RFC 9110 5.1 token for header names; 5.5: a field value never contains CR, LF or NUL.
+# RFC 9110 5.1: a header name is a token (5.5: a value never holds CR, LF or NUL; see below).
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(rb"[\r\n\0]")
 
 _PENDING, _STARTED, _DONE = 0, 1, 2
 
@@ -46,7 +45,8 @@ class HTTPSink(Protocol):
     write_paused: bool
 
     def start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        """Take the validated status and headers (may hold them until the first body)."""
+        """Take the status and validated headers (names lower-cased); may hold them until the
+        first body part."""
 
     def write_body(self, data: bytes, more_body: bool) -> None:
         """Frame and write body bytes; `more_body=False` completes the response."""
@@ -70,31 +70,56 @@ class HTTPSink(Protocol):
         """The app call for this cycle has returned or failed; release it."""
 
 
+# Validated response header names, raw -> lower-cased. Apps send the same few names over and
+# over; remembering them skips the token check. Bounded: cleared when full.
+_NAME_CACHE: dict[bytes, bytes] = {}
+_NAME_CACHE_MAX = 4096
+_CR, _LF, _NUL = 13, 10, 0
+
+
 def check_response_headers(headers: Iterable[Any]) -> list[tuple[bytes, bytes]]:
-    """Validate the app's response headers; return them as a list of (name, value) bytes.
+    """Validate the app's response headers; return (lower-cased name, value) byte pairs.
 
     Raises:
         RuntimeError: a name that is not a token, a value with CR, LF or NUL, or non-bytes.
     """
     checked = []
+    cache = _NAME_CACHE
     for item in headers:
         try:
             name, value = item
         except (TypeError, ValueError):
             raise RuntimeError(f"Response header {item!r} is not a (name, value) pair") from None
-        if type(name) is not bytes or type(value) is not bytes:
-            if not isinstance(name, bytes) or not isinstance(value, bytes):
-                raise RuntimeError(
-                    f"Response header {item!r}: name and value must be bytes, "
-                    f"got {type(name).__name__} and {type(value).__name__}"
-                )
-            name, value = bytes(name), bytes(value)
-        if _TOKEN.fullmatch(name) is None:
-            raise RuntimeError(f"Invalid response header name {name!r}")
-        if _BAD_VALUE.search(value) is not None:
-            raise RuntimeError(f"Response header {name!r} has CR, LF or NUL in its value")
-        checked.append((name, value))
+        lname = cache.get(name) if type(name) is bytes else None
+        if lname is None:
+            lname = _check_name(name, item)
+        if type(value) is not bytes:
+            value = _as_bytes(value, item)
+        # Int membership is a plain memchr; see protocols/http1.py on why not b"\r" in value.
+        if _CR in value or _LF in value or _NUL in value:
+            raise RuntimeError(f"Response header {lname!r} has CR, LF or NUL in its value")
+        checked.append((lname, value))
     return checked
+
+
+def _as_bytes(value: Any, item: Any) -> bytes:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise RuntimeError(
+        f"Response header {item!r}: names and values must be bytes, got {type(value).__name__}"
+    )
+
+
+def _check_name(name: Any, item: Any) -> bytes:
+    raw = _as_bytes(name, item)
+    if _TOKEN.fullmatch(raw) is None:
+        raise RuntimeError(f"Invalid response header name {raw!r}")
+    lname = raw.lower()
+    if type(name) is bytes:
+        if len(_NAME_CACHE) >= _NAME_CACHE_MAX:
+            _NAME_CACHE.clear()
+        _NAME_CACHE[name] = lname
+    return lname
 
 
 class HTTPCycle:
@@ -142,7 +167,7 @@ class HTTPCycle:
         ctx = self._ctx
         if ctx.http_timeout is not None:
             self._timeout_timer = ctx.loop.call_later(ctx.http_timeout, self._on_http_timeout)
-        self.task = ctx.loop.create_task(self._run())
+        self.task = ctx.start_task(self._run())  # type: ignore[misc]
 
     def feed_body(self, data: bytes) -> None:
         """Request body bytes arrived from the wire."""
@@ -163,7 +188,8 @@ class HTTPCycle:
     def feed_eof(self) -> None:
         """The request body is complete."""
         self.more_body = False
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def on_disconnect(self) -> None:
         """The client went away (or the stream was reset)."""
@@ -245,7 +271,8 @@ class HTTPCycle:
                         raise ClientDisconnected("the client disconnected")
                 return
             self._state = _DONE
-            self._cancel_timeout()
+            if self._timeout_timer is not None:
+                self._cancel_timeout()
             self.sink.write_body(body, False)
             if self._waiter is not None:
                 self._wake()
@@ -294,7 +321,8 @@ class HTTPCycle:
                 logger.error("ASGI app returned before completing its response: %s", self._where())
                 self._abort()
         finally:
-            self._cancel_timeout()
+            if self._timeout_timer is not None:
+                self._cancel_timeout()
             if self._close_timer is not None:
                 self._close_timer.cancel()
                 self._close_timer = None

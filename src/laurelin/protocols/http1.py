@@ -20,14 +20,19 @@ import httptools
 from laurelin.asgi.context import PeerInfo
 from laurelin.asgi.errors import error_page
 from laurelin.asgi.http import HTTPCycle
-from laurelin.asgi.scope import BAD_HEADER_VALUE, BadRequest, build_http_scope
-from laurelin.logs import access_logger, error_logger, log_access
-from laurelin.protocols.http1_response import CONTINUE, LAST_CHUNK, chunk, status_line
+from laurelin.asgi.scope import BadRequest, build_http_scope
+from laurelin.logs import error_logger, log_access
+from laurelin.protocols.http1_response import (
+    _STATUS_LINES,
+    CONTINUE,
+    LAST_CHUNK,
+    chunk,
+    status_line,
+)
 
 if TYPE_CHECKING:
     from laurelin.protocols.settings import ConnectionSettings
 
-_INFO = logging.INFO
 _NO_BODY_STATUS = frozenset({204, 304})
 # Seconds a connection we are closing after an error keeps reading (and discarding) before it
 # is dropped, so the client sees our response instead of a reset (RFC 9112 9.6).
@@ -36,6 +41,13 @@ LINGER_SECONDS = 2.0
 _JOIN_LIMIT = 16384
 
 _IDLE, _HEAD, _KEEPALIVE = 0, 1, 2
+_UNDERSCORE = ord("_")
+_NEL = 0x85
+_SLASH = ord("/")
+_HASH = ord("#")
+_METHODS = {
+    m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")
+}
 
 
 class _TooLarge(Exception):
@@ -54,10 +66,12 @@ class HTTP1Connection(asyncio.Protocol):
         "_deadline_kind",
         "_deferred_error",
         "_drain_waiters",
+        "_dropped_headers",
         "_expect_continue",
         "_expect_pending",
-        "_head_bytes",
+        "_feed_size",
         "_headers",
+        "_intermediary",
         "_parser",
         "_parsing",
         "_pipeline",
@@ -90,7 +104,9 @@ class HTTP1Connection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._head_bytes = 0
+        self._dropped_headers = 0
+        self._feed_size = 0
+        self._intermediary = False
         self._raw_head = 0
         self._expect_continue = False
         self._expect_pending = False
@@ -148,6 +164,7 @@ class HTTP1Connection(asyncio.Protocol):
         if self._deadline_kind == _KEEPALIVE:
             self._deadline_kind = _HEAD
             self._deadline = self.loop.time() + self.settings.header_read_timeout
+        self._feed_size = len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -198,8 +215,9 @@ class HTTP1Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
-        self._head_bytes = 0
+        self._dropped_headers = 0
         self._expect_continue = False
+        self._intermediary = False
         self.body_received = 0
 
     def on_url(self, url: bytes) -> None:
@@ -208,50 +226,69 @@ class HTTP1Connection(asyncio.Protocol):
             raise _TooLarge(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        headers = self._headers
-        self._head_bytes += len(name) + len(value) + 4
-        if len(headers) >= self.settings.limit_request_headers or (
-            self._head_bytes + len(self._url) > self.settings.limit_request_head_size
-        ):
-            raise _TooLarge(431)
+        # llhttp has already refused every CTL but HTAB (RFC 9110 5.5), so of Daphne's rule
+        # (asgi.scope.BAD_HEADER_VALUE) only \x85 can still be here.
+        # Byte membership is tested with ints: `b"_" in name` first tries the operand as an
+        # int, fails with a formatted TypeError and retries; that cost more than all the rest.
         name = name.lower()
-        if b"_" in name:
-            return  # Daphne: never let "_" headers masquerade as "-" ones in WSGI-style maps
-        if BAD_HEADER_VALUE.search(value) is not None:
+        if _UNDERSCORE in name or _NEL in value or name in self.settings.notable_headers:
+            self._unusual_header(name, value)
+            return
+        self._headers.append((name, value))
+
+    def _unusual_header(self, name: bytes, value: bytes) -> None:
+        if _NEL in value:
             raise BadRequest("control character in a header value")
-        if name == b"expect" and value.lower() == b"100-continue":
-            self._expect_continue = True
-        headers.append((name, value))
+        if _UNDERSCORE in name:
+            # Daphne (CVE-2015-0219): "_" names could masquerade as "-" ones; drop them.
+            self._dropped_headers += 1
+            return
+        if name == b"expect":
+            if value.lower() == b"100-continue":
+                self._expect_continue = True
+        else:
+            self._intermediary = True  # Daphne-Root-Path or a proxy header: the scope looks
+        self._headers.append((name, value))
+
+    def _check_head_limits(self) -> None:
+        """431 for too many header fields or too large a head (RFC 6585 5).
+
+        Called only when the cheap bound says the limit may be passed: the head lies within
+        the bytes received since the previous head completed.
+        """
+        settings = self.settings
+        headers = self._headers
+        if len(headers) + self._dropped_headers > settings.limit_request_headers:
+            raise _TooLarge(431)
+        size = len(self._url) + sum([len(n) + len(v) + 4 for n, v in headers])
+        if size > settings.limit_request_head_size:
+            raise _TooLarge(431)
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         http_version = parser.get_http_version()
         if http_version != "1.1" and http_version != "1.0":
             raise BadRequest("HTTP version not supported", 505)
+        settings = self.settings
+        headers = self._headers
+        if (
+            len(headers) + self._dropped_headers > settings.limit_request_headers
+            or self._raw_head + self._feed_size > settings.limit_request_head_size
+        ):
+            self._check_head_limits()
         self._deadline_kind = _IDLE
         self._raw_head = 0
-        method = parser.get_method().decode("ascii")
-        settings = self.settings
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         url = self._url
-        if url[:1] == b"/":
+        if url[0] == _SLASH and _HASH not in url:
             question = url.find(b"?")
             if question < 0:
                 raw_path, query = url, b""
             else:
                 raw_path, query = url[:question], url[question + 1 :]
-            fragment = query.find(b"#") if query else raw_path.find(b"#")
-            if fragment >= 0:
-                if query:
-                    query = query[:fragment]
-                else:
-                    raw_path = raw_path[:fragment]
-        elif url == b"*":
-            raw_path, query = url, b""
-        elif method == "CONNECT":
-            raise BadRequest("CONNECT is not supported", 405)
         else:
-            parsed = httptools.parse_url(url)
-            raw_path, query = parsed.path or b"/", parsed.query or b""
+            raw_path, query = _split_target(url, method)
         scope = build_http_scope(
             settings.ctx,
             self.peer,
@@ -259,13 +296,13 @@ class HTTP1Connection(asyncio.Protocol):
             http_version,
             raw_path,
             query,
-            self._headers,
+            headers,
             settings.extensions,
+            self._intermediary,
         )
-        limit = settings.limit_max_body_size
-        if limit is not None:
-            length = _content_length(self._headers)
-            if length is not None and length > limit:
+        if settings.limit_max_body_size is not None:
+            length = _content_length(headers)
+            if length is not None and length > settings.limit_max_body_size:
                 raise _TooLarge(413)
         self._request_keep_alive = keep_alive = parser.should_keep_alive()
         cycle = HTTPCycle(scope, self, settings.ctx)
@@ -309,7 +346,7 @@ class HTTP1Connection(asyncio.Protocol):
         self._resp_bytes = 0
         self._resp_head = None
         cycle.start()
-        if not self._pipeline:
+        if self._read_paused and not self._pipeline:
             self._maybe_resume_reading()
 
     def cycle_finished(self, cycle: HTTPCycle) -> None:
@@ -348,55 +385,44 @@ class HTTP1Connection(asyncio.Protocol):
         settings = self.settings
         active = self._active
         assert active is not None
-        head_request = active.scope["method"] == "HEAD"
-        no_body = status in _NO_BODY_STATUS or status < 200 or head_request
-        parts = [status_line(status)]
+        date = settings.date_header
+        parts = [_STATUS_LINES[status], settings.default_headers, date.line() if date else b""]
         remaining: int | None = None
+        special = settings.special_header_names
         override = False
-        defaults = settings.default_header_names
-        for name, value in headers:
-            lname = name.lower()
-            if lname == b"content-length":
-                try:
+        for name, value in headers:  # names arrive lower-cased and validated (asgi/http.py)
+            if name in special:
+                if name == b"content-length":
+                    if not value.isdigit():
+                        raise RuntimeError(f"Invalid Content-Length {value!r} in the response")
                     remaining = int(value)
-                except ValueError:
-                    remaining = -1
-                if remaining < 0 or not value.strip().isdigit():
-                    raise RuntimeError(f"Invalid Content-Length {value!r} in the response")
-            elif lname == b"transfer-encoding":
-                continue  # framing is ours to choose (RFC 9112 6.1)
-            elif lname == b"connection":
-                if value.lower() == b"close":
-                    self._resp_keep_alive = False
-                continue
-            elif lname in defaults or lname == b"date":
-                override = True
+                elif name == b"transfer-encoding":
+                    continue  # framing is ours to choose (RFC 9112 6.1)
+                elif name == b"connection":
+                    if value.lower() == b"close":
+                        self._resp_keep_alive = False
+                    continue
+                else:
+                    override = True  # the app's own Server / Date / --header replaces ours
             parts += (name, b": ", value, b"\r\n")
         if override:
-            app_names = {name.lower() for name, _ in headers}
-            parts[1:1] = _default_lines(settings, app_names)
-        else:
-            if settings.date_header is not None:
-                parts.insert(1, settings.date_header.line())
-            parts.insert(1, settings.default_headers)
+            parts[1:3] = _default_lines(settings, {name for name, _ in headers})
         if status < 200:
-            # An informational response: written now; the final one follows.
+            # An informational response (103 Early Hints): written now; the final one follows.
             parts.append(b"\r\n")
             self.transport.write(b"".join(parts))
             return
+        scope = active.scope
         self._expect_pending = False  # answered without reading: no 100 Continue any more
         self._resp_head = parts
-        self._resp_no_body = no_body
-        self._resp_remaining = remaining if not no_body else None
+        if status in _NO_BODY_STATUS or scope["method"] == "HEAD":
+            self._resp_no_body = True
+            self._resp_remaining = None
+        else:
+            self._resp_no_body = False
+            self._resp_remaining = remaining
         self._resp_chunked = False
-        self._resp_http10 = active.scope["http_version"] == "1.0"
-
-    def _connection_line(self, parts: list[bytes]) -> None:
-        if not self._resp_keep_alive or self.settings.draining:
-            self._resp_keep_alive = False
-            parts.append(b"connection: close\r\n")
-        elif self._resp_http10:
-            parts.append(b"connection: keep-alive\r\n")
+        self._resp_http10 = scope["http_version"] == "1.0"
 
     def write_body(self, data: bytes, more_body: bool) -> None:
         if self._closing:
@@ -426,29 +452,28 @@ class HTTP1Connection(asyncio.Protocol):
 
     def _write_first(self, head: list[bytes], data: bytes, more_body: bool) -> None:
         """Write the held head with the first body part, choosing the framing (RFC 9112 6.3)."""
+        close = not self._resp_keep_alive or self.settings.draining
         if self._resp_no_body:
-            self._connection_line(head)
-            head.append(b"\r\n")
-            self.transport.write(b"".join(head))
-            return
-        if self._resp_remaining is None:
-            if not more_body:
-                self._resp_remaining = len(data)
-                head.append(b"content-length: %d\r\n" % len(data))
-            elif not self._resp_http10:
-                self._resp_chunked = True
-                self._connection_line(head)
-                head.append(b"transfer-encoding: chunked\r\n\r\n")
-                if data:
-                    head.append(chunk(data))
-                self.transport.write(b"".join(head))
-                return
-            else:
-                self._resp_keep_alive = False  # HTTP/1.0, unknown length: ends at close
-        self._connection_line(head)
-        head.append(b"\r\n")
-        if self._resp_remaining is not None:
+            data = b""
+        elif self._resp_remaining is not None:
             self._check_length(data, more_body)
+        elif not more_body:
+            self._resp_remaining = 0
+            head.append(b"content-length: %d\r\n" % len(data))
+        elif not self._resp_http10:
+            self._resp_chunked = True
+            head.append(b"transfer-encoding: chunked\r\n")
+            if data:
+                data = chunk(data)
+        else:
+            close = True  # HTTP/1.0 and no length: the body ends when the connection closes
+        if close:
+            self._resp_keep_alive = False
+            head.append(b"connection: close\r\n\r\n")
+        elif self._resp_http10:
+            head.append(b"connection: keep-alive\r\n\r\n")
+        else:
+            head.append(b"\r\n")
         if len(data) > _JOIN_LIMIT:
             self.transport.writelines((b"".join(head), data))
         else:
@@ -481,7 +506,7 @@ class HTTP1Connection(asyncio.Protocol):
         if cycle is None:
             return
         self._active = None
-        if access_logger.isEnabledFor(_INFO):
+        if self.settings.access_log:
             scope = cycle.scope
             query = scope["query_string"]
             target = scope["raw_path"].decode("ascii")
@@ -501,7 +526,8 @@ class HTTP1Connection(asyncio.Protocol):
             self._write_error(self._deferred_error)
             return
         self._arm(_KEEPALIVE, self.settings.timeout_keep_alive)
-        self._maybe_resume_reading()
+        if self._read_paused:
+            self._maybe_resume_reading()
 
     async def wait_writable(self) -> None:
         if not self.write_paused or self._closing:
@@ -626,14 +652,29 @@ class HTTP1Connection(asyncio.Protocol):
 
 
 def _default_lines(settings: ConnectionSettings, app_names: set[bytes]) -> list[bytes]:
+    """The default header lines the app did not set itself."""
     lines = [
         line + b"\r\n"
         for line in settings.default_headers.split(b"\r\n")
         if line and line.split(b":", 1)[0].lower() not in app_names
     ]
-    if settings.date_header is not None and b"date" not in app_names:
-        lines.append(settings.date_header.line())
+    date = settings.date_header
+    lines.append(date.line() if date is not None and b"date" not in app_names else b"")
     return lines
+
+
+def _split_target(url: bytes, method: str) -> tuple[bytes, bytes]:
+    """Path and query of a request target that is not a plain origin-form (RFC 9112 3.2)."""
+    if url == b"*":
+        return url, b""  # asterisk-form, OPTIONS only
+    if method == "CONNECT":
+        raise BadRequest("CONNECT is not supported", 405)
+    if url[0] == _SLASH:  # origin-form with a fragment, which no client should send
+        url = url.split(b"#", 1)[0]
+        path, _, query = url.partition(b"?")
+        return path, query
+    parsed = httptools.parse_url(url)  # absolute-form
+    return parsed.path or b"/", parsed.query or b""
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:

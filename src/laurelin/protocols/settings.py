@@ -58,7 +58,32 @@ class ConnectionSettings:
     limit_max_body_size: int | None = None
     default_headers: bytes = b""
     default_header_names: frozenset[bytes] = frozenset()
+    # Response header names the wire adapter must look at: framing, and the defaults above.
+    special_header_names: frozenset[bytes] = frozenset()
+    # Request header names that need more than being copied into the scope.
+    notable_headers: frozenset[bytes] = frozenset()
     date_header: DateHeader | None = field(default_factory=DateHeader)
     extensions: dict[str, Any] = field(default_factory=dict)
     connections: ConnectionRegistry = field(default_factory=ConnectionRegistry)
     draining: bool = False
+    # Whether access-log lines are wanted: read once at start-up, not per request.
+    access_log: bool = False
+
+    def __post_init__(self) -> None:
+        self.special_header_names = self.default_header_names | {
+            b"content-length",
+            b"transfer-encoding",
+            b"connection",
+            b"date",
+        }
+        ctx = self.ctx
+        self.notable_headers = frozenset(
+            {
+                b"expect",
+                b"daphne-root-path",
+                b"x-forwarded-proto",
+                b"forwarded",
+                ctx.proxy_host_header,
+                ctx.proxy_port_header,
+            }
+        )
