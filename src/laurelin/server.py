@@ -27,7 +27,8 @@ from laurelin.protocols.http1_response import (
 from laurelin.protocols.settings import ConnectionSettings
 
 logger = logging.getLogger("laurelin.error")
-DEFAULT_FORWARDED_ALLOW_IPS = Config().forwarded_allow_ips
+# Whose proxy headers are believed when --forwarded-allow-ips is not given.
+DEFAULT_FORWARDED_ALLOW_IPS = "127.0.0.1,::1,unix"
 
 
 class StartupFailure(Exception):
@@ -36,8 +37,8 @@ class StartupFailure(Exception):
 
 def build_context(config: Config, app: ASGIApp, loop: asyncio.AbstractEventLoop) -> ServerContext:
     """The bridge's server-wide context, derived once from Config."""
-    explicit_trust = config.forwarded_allow_ips != DEFAULT_FORWARDED_ALLOW_IPS
-    trust = ProxyTrust(config.forwarded_allow_ips)
+    explicit_trust = config.forwarded_allow_ips is not None
+    trust = ProxyTrust(config.forwarded_allow_ips or DEFAULT_FORWARDED_ALLOW_IPS)
     return ServerContext(
         loop=loop,
         app=app,

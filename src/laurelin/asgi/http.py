@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from laurelin.asgi.errors import error_page
+from laurelin.logs import escape
 
 if TYPE_CHECKING:
     from laurelin.asgi.context import ServerContext
@@ -338,8 +339,9 @@ class HTTPCycle:
             self._abort()
 
     def _where(self) -> str:
+        # The raw path, escaped: a decoded %0d%0a must not forge lines in the error log.
         scope = self.scope
-        return f"{scope['method']} {scope['path']}"
+        return f"{scope['method']} {escape(scope['raw_path'].decode('latin-1'))}"
 
     def _send_error(self, status: int) -> None:
         """Answer in the app's place (500, 503, 413): a complete small HTML response."""

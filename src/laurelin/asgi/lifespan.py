@@ -49,6 +49,7 @@ class Lifespan:
         await self._receive_queue.put({"type": "lifespan.startup"})
         await self._startup_done.wait()
         if self._failure is not None:
+            await self._stop()
             raise LifespanFailure(self._failure)
 
     async def shutdown(self) -> None:
@@ -61,13 +62,24 @@ class Lifespan:
             return
         await self._receive_queue.put({"type": "lifespan.shutdown"})
         await self._shutdown_done.wait()
+        await self._stop()
         if self._failure is not None:
             raise LifespanFailure(self._failure)
+
+    async def _stop(self) -> None:
+        """Cancel the lifespan call if the app still waits in it (e.g. in receive() after
+        reporting startup.failed), so no task is left pending when the loop closes."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
 
     async def _main(self) -> None:
         scope = {"type": "lifespan", "asgi": LIFESPAN_SCOPE_VERSION, "state": self.state}
         try:
             await self.app(scope, self._receive, self._send)
+        except asyncio.CancelledError:
+            raise  # by _stop(): the outcome is already known
         except BaseException as exc:
             if not self._started_receiving and self.mode == "auto":
                 logger.info("ASGI 'lifespan' protocol appears unsupported.")

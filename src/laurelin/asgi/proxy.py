@@ -56,26 +56,41 @@ class ProxyTrust:
 
 
 def _normalise(host: str) -> str:
+    """The address part of `host` in canonical form: "[::1]:80" -> "::1", "1.2.3.4:80" ->
+    "1.2.3.4", an IPv4-mapped IPv6 address (a dual-stack socket's IPv4 peer) -> the IPv4 one."""
     host = host.strip()
     if host.startswith("[") and "]" in host:
         host = host[1 : host.index("]")]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]  # an RFC 7239 node with a port
     try:
-        return str(ipaddress.ip_address(host))
+        address = ipaddress.ip_address(host)
     except ValueError:
         return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
-def pick_client(addresses: Sequence[str], trust: ProxyTrust) -> str | None:
-    """The client among proxy hops listed left (origin) to right (nearest)."""
-    hops = [a.strip() for a in addresses if a.strip()]
+def pick_index(addresses: Sequence[str], trust: ProxyTrust) -> int | None:
+    """Index of the client among proxy hops listed left (origin) to right (nearest): the
+    rightmost hop that is not a trusted proxy (the leftmost if all are, or with "*"). Empty
+    entries are skipped; None if there is none."""
+    hops = [index for index, address in enumerate(addresses) if address.strip()]
     if not hops:
         return None
     if trust.trust_all:
         return hops[0]
-    for hop in reversed(hops):
-        if not trust.trusts(hop):
-            return hop
+    for index in reversed(hops):
+        if not trust.trusts(addresses[index]):
+            return index
     return hops[0]
+
+
+def pick_client(addresses: Sequence[str], trust: ProxyTrust) -> str | None:
+    """The client among proxy hops listed left (origin) to right (nearest); see pick_index."""
+    index = pick_index(addresses, trust)
+    return None if index is None else addresses[index].strip()
 
 
 def parse_forwarded(value: str) -> list[dict[str, str]]:

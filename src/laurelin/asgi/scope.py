@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from laurelin.asgi.context import ASGI_VERSION, PeerInfo, ServerContext
-from laurelin.asgi.proxy import parse_forwarded, pick_client, split_host_port
+from laurelin.asgi.proxy import parse_forwarded, pick_client, pick_index, split_host_port
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -46,8 +46,12 @@ def build_http_scope(
     query_string: bytes,
     headers: Headers,
     extensions: dict[str, Any],
+    intermediary: bool = True,
 ) -> dict[str, Any]:
     """Build the ASGI `http` scope for one request.
+
+    `intermediary=False` tells that the wire adapter saw neither Daphne-Root-Path nor a proxy
+    header while parsing, so the headers need no second look.
 
     Raises:
         BadRequest: the path or query string breaks Daphne's rules.
@@ -58,13 +62,13 @@ def build_http_scope(
     scheme = "https" if peer.tls else "http"
     client = peer.client
     root_path = ctx.root_path
-    if peer.root_path_trusted or peer.proxy_trusted:
+    if intermediary and (peer.root_path_trusted or peer.proxy_trusted):
         headers, root_path, client, scheme = apply_intermediary_headers(
             ctx, peer, headers, root_path, client, scheme
         )
     scope: dict[str, Any] = {
         "type": "http",
-        "asgi": ASGI_VERSION,
+        "asgi": ASGI_VERSION.copy(),  # a dict per scope: what one app changes, no other sees
         "http_version": http_version,
         "method": method,
         "scheme": scheme,
@@ -75,7 +79,7 @@ def build_http_scope(
         "headers": headers,
         "client": client,
         "server": peer.server,
-        "extensions": extensions,
+        "extensions": extensions.copy(),
     }
     if ctx.state is not None:
         scope["state"] = ctx.state.copy()
@@ -141,15 +145,18 @@ def _proxied_client(
     rfc7239 = found.get(b"forwarded")
     if rfc7239 is not None:
         elements = parse_forwarded(rfc7239.decode("latin-1"))
+        if not elements:
+            return client, scheme
         nodes = [element.get("for", "") for element in elements]
-        chosen = pick_client(nodes, ctx.trust) if nodes else None
-        if chosen:
-            host, node_port = split_host_port(chosen)
+        index = pick_index(nodes, ctx.trust)
+        if index is not None:
+            host, node_port = split_host_port(nodes[index])
             client = (host, node_port or 0)
-            for element in elements:
-                if element.get("for", "").strip() == chosen.strip() and "proto" in element:
-                    scheme = _scheme(element["proto"], scheme)
-                    break
+        else:
+            index = len(elements) - 1  # no `for` at all: what the nearest proxy says
+        forwarded_proto = elements[index].get("proto")
+        if forwarded_proto is not None:
+            scheme = _scheme(forwarded_proto, scheme)
         return client, scheme
     proto = found.get(b"x-forwarded-proto")
     if proto is not None:

@@ -11,7 +11,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -41,6 +44,8 @@ LINGER_SECONDS = 2.0
 _JOIN_LIMIT = 16384
 
 _IDLE, _HEAD, _KEEPALIVE = 0, 1, 2
+# SO_LINGER on with a zero timeout: close() sends RST instead of FIN.
+_LINGER_RESET = struct.pack("ii", 1, 0)
 _UNDERSCORE = ord("_")
 _NEL = 0x85
 _SLASH = ord("/")
@@ -193,15 +198,11 @@ class HTTP1Connection(asyncio.Protocol):
             self._start_next()
 
     def eof_received(self) -> bool | None:
-        # A half-closed client gets its pending responses; with none pending we close.
-        if self._active is None and not self._pipeline:
-            self.transport.close()
-            return None
-        if self._parsing is not None and self._parsing.more_body:
-            self._parsing.on_disconnect()
-        self._request_keep_alive = False
-        self._resp_keep_alive = False
-        return True
+        # The client closed its side. Like Daphne and Uvicorn we take that as the client going
+        # away: returning None lets the transport close, and connection_lost tells every
+        # running app `http.disconnect` (a half-close that still waits for an answer is rare;
+        # an app left waiting for a disconnect that never comes is not).
+        return None
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -549,8 +550,13 @@ class HTTP1Connection(asyncio.Protocol):
                 cycle.task.cancel()
 
     def abort(self) -> None:
+        """Reset the connection: an RST, so a truncated response never reads as complete."""
         self._closing = True
         self._active = None
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
         self.transport.abort()
 
     # -- errors, timers and closing ----------------------------------------------------------------

@@ -63,15 +63,12 @@ def run_from_config(config: Config) -> int:
 async def _serve(config: Config, app: object, sockets: list[socket.socket]) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    interrupts = 0
 
     def on_signal(signum: int) -> None:
-        nonlocal interrupts
-        if signum == signal.SIGINT:
-            interrupts += 1
-            if interrupts >= 2:
-                logger.warning("Second interrupt: exiting at once")
-                os._exit(EXIT_FAILURE)
+        if signum == signal.SIGINT and stop.is_set():
+            # Ctrl-C while already shutting down (after SIGINT or SIGTERM): stop waiting.
+            logger.warning("Second interrupt: exiting at once")
+            os._exit(EXIT_FAILURE)
         if not stop.is_set():
             logger.info("Received %s: shutting down gracefully", signal.Signals(signum).name)
             stop.set()
