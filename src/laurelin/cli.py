@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from laurelin import __version__
-from laurelin.config import GROUPS, Config, convert, env_name, from_environ, option_fields
+from laurelin.config import GROUPS, Config, convert, env_usage, from_environ, option_fields
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
 def _argtype(f: dataclasses.Field[Any]) -> Any:
     def parse(text: str) -> Any:
         try:
-            return convert(f, text) if f.metadata["kind"] != "append" else text
+            return convert(f, text)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="laurelin",
         description="laurelin: an ASGI server for HTTP/1.1. Daphne's command line works unchanged.",
-        epilog="Every option can also be set with an environment variable LAURELIN_<NAME>, "
-        "e.g. LAURELIN_TIMEOUT_KEEP_ALIVE=10; the command line wins.",
+        epilog="Every option can also be set with the environment variable shown in its help,\n"
+        "e.g. LAURELIN_TIMEOUT_KEEP_ALIVE=10 (repeatable options: comma-separated values;\n"
+        "flags: true/false). The command line wins. Reference: docs/cli.md.",
         argument_default=argparse.SUPPRESS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     for f in option_fields():
         meta = f.metadata
         group = groups[meta["group"]]
-        help_text = f"{meta['help']} [env {env_name(f.name)}]"
+        help_text = f"{meta['help']} [env {env_usage(f)}]".replace("%", "%%")
         if not meta["flags"]:
             group.add_argument(f.name, nargs="?", help=help_text, metavar=meta["metavar"])
             continue
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
             elif meta["choices"]:
                 kwargs["metavar"] = "{" + ",".join(meta["choices"]) + "}"
             if f.default not in (None, (), "") and kind != "append":
-                kwargs["help"] += f" (default: {f.default})"
+                # argparse %-formats help text: a default such as --log-fmt's needs escaping.
+                kwargs["help"] += f" (default: {f.default})".replace("%", "%%")
         group.add_argument(*meta["flags"], **kwargs)
     return parser
 
@@ -90,10 +92,6 @@ def parse_config(
             if values.get(name):
                 flag = "--" + name.replace("_", "-")
                 parser.error(f"{flag} needs --proxy-headers")
-    for header in values.get("headers", ()):
-        name, sep, _ = header.partition(":")
-        if not sep or not name.strip():
-            parser.error(f"--header {header!r}: expected NAME:VALUE")
     return Config(**values)
 
 

@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +80,77 @@ def optional_int(text: str) -> int | None:
         return None
     value = int(text)
     return None if value <= 0 else value
+
+
+def port_number(text: str) -> int:
+    """Parse a TCP port: 0 (any free port) to 65535."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{text!r} is not a TCP port (0-65535)")
+    return value
+
+
+def file_descriptor(text: str) -> int:
+    """Parse a file descriptor number (0 or more)."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{text!r} is not a file descriptor (0 or more)")
+    return value
+
+
+def seconds(text: str) -> float:
+    """Parse a duration in seconds that cannot be negative."""
+    value = float(text)
+    if not value >= 0:  # also refuses NaN
+        raise ValueError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """Parse a count or size that must be at least 1."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{text!r} must be 1 or more")
+    return value
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def header_value(text: str) -> str:
+    """Check a response header value given on the command line (RFC 9110 5.5).
+
+    CR, LF and NUL would let the value end the header line and forge others; anything outside
+    Latin-1 cannot be sent on the wire.
+    """
+    if any(char in text for char in "\r\n\0"):
+        raise ValueError(f"{text!r}: a header value cannot contain CR, LF or NUL")
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"{text!r}: a header value must be Latin-1 text") from None
+    return text
+
+
+def header_field(text: str) -> str:
+    """Check a NAME:VALUE response header (--header): NAME a token, VALUE a field value."""
+    name, sep, value = text.partition(":")
+    if not sep or _TOKEN.fullmatch(name.strip()) is None:
+        raise ValueError(f"{text!r}: expected NAME:VALUE with NAME a header name")
+    header_value(value)
+    return text
+
+
+def peer_list(text: str) -> str:
+    """Check a --forwarded-allow-ips list: its networks must parse ("10.0.0.0/8")."""
+    for item in text.split(","):
+        item = item.strip()
+        if "/" in item:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP network") from None
+    return text
 
 
 def parse_bool(text: str) -> bool:
@@ -153,7 +226,7 @@ class Config:
         help="TCP port to listen on. Alone: address 127.0.0.1. Neither -b, -p, -u, --fd nor -e: "
         "127.0.0.1:8000.",
         group="Listening",
-        parse=int,
+        parse=port_number,
     )
     unix_socket: str | None = opt(
         None,
@@ -168,7 +241,7 @@ class Config:
         "--fd",
         help="Adopt this already-listening file descriptor.",
         group="Listening",
-        parse=int,
+        parse=file_descriptor,
     )
     endpoints: tuple[str, ...] = opt(
         (),
@@ -185,7 +258,7 @@ class Config:
         "--backlog",
         help="Maximum number of pending connections in the listen queue.",
         group="Listening",
-        parse=int,
+        parse=positive_int,
     )
 
     server_name: str = opt(
@@ -195,6 +268,7 @@ class Config:
         help="Value of the Server response header.",
         group="HTTP",
         metavar="NAME",
+        parse=header_value,
     )
     no_server_name: bool = opt(
         False,
@@ -219,6 +293,7 @@ class Config:
         group="HTTP",
         kind="append",
         metavar="NAME:VALUE",
+        parse=header_field,
     )
 
     http_timeout: float | None = opt(
@@ -237,7 +312,7 @@ class Config:
         help="Seconds an app may keep running after its client disconnected before it is "
         "cancelled.",
         group="Limits and timeouts",
-        parse=float,
+        parse=seconds,
         metavar="SECONDS",
     )
     timeout_keep_alive: float = opt(
@@ -245,7 +320,7 @@ class Config:
         "--timeout-keep-alive",
         help="Seconds an idle keep-alive connection is kept open for its next request.",
         group="Limits and timeouts",
-        parse=float,
+        parse=seconds,
         metavar="SECONDS",
     )
     header_read_timeout: float = opt(
@@ -253,7 +328,7 @@ class Config:
         "--header-read-timeout",
         help="Seconds a client has to send a complete request head; then 408 and close.",
         group="Limits and timeouts",
-        parse=float,
+        parse=seconds,
         metavar="SECONDS",
     )
     limit_max_body_size: int | None = opt(
@@ -269,7 +344,7 @@ class Config:
         "--limit-request-head-size",
         help="Largest request line plus headers in bytes; larger gets 431 (414 for the target).",
         group="Limits and timeouts",
-        parse=int,
+        parse=positive_int,
         metavar="BYTES",
     )
     limit_request_headers: int = opt(
@@ -277,7 +352,7 @@ class Config:
         "--limit-request-headers",
         help="Most header fields in one request; more gets 431.",
         group="Limits and timeouts",
-        parse=int,
+        parse=positive_int,
         metavar="COUNT",
     )
     graceful_timeout: float = opt(
@@ -285,7 +360,7 @@ class Config:
         "--graceful-timeout",
         help="Seconds in-flight requests get to finish on shutdown before they are cancelled.",
         group="Limits and timeouts",
-        parse=float,
+        parse=seconds,
         metavar="SECONDS",
     )
 
@@ -314,13 +389,15 @@ class Config:
         group="Proxies",
         metavar="HEADER",
     )
-    forwarded_allow_ips: str = opt(
-        "127.0.0.1,::1,unix",
+    forwarded_allow_ips: str | None = opt(
+        None,
         "--forwarded-allow-ips",
         help="Comma-separated peers (addresses, networks, 'unix' for Unix-socket peers, '*' for "
-        "all) whose proxy headers and Daphne-Root-Path are trusted.",
+        "all) whose proxy headers and Daphne-Root-Path are trusted. Default: proxy headers from "
+        "127.0.0.1, ::1 and Unix-socket peers; Daphne-Root-Path from anyone, as Daphne.",
         group="Proxies",
         metavar="LIST",
+        parse=peer_list,
     )
 
     websocket_timeout: float | None = opt(
@@ -346,7 +423,7 @@ class Config:
         "--ping-interval",
         help="Seconds without incoming WebSocket traffic before the server pings.",
         group="WebSocket",
-        parse=float,
+        parse=seconds,
         metavar="SECONDS",
     )
     ping_timeout: float = opt(
@@ -354,7 +431,7 @@ class Config:
         "--ping-timeout",
         help="Seconds to wait for the pong before the WebSocket is closed.",
         group="WebSocket",
-        parse=float,
+        parse=seconds,
         metavar="SECONDS",
     )
     websocket_max_message_size: int | None = opt(
@@ -401,7 +478,7 @@ class Config:
     log_fmt: str = opt(
         DAPHNE_LOG_FORMAT,
         "--log-fmt",
-        help="logging format string for the server's log lines.",
+        help="Format of the server's log lines (Python logging %-style).",
         group="Logging",
         metavar="FORMAT",
     )
@@ -428,17 +505,45 @@ def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
+def env_usage(f: dataclasses.Field[Any]) -> str:
+    """How the environment sets field `f`, as shown in help: LAURELIN_X, or with the flag value."""
+    name = env_name(f.name)
+    kind = f.metadata["kind"]
+    if kind == "flag":
+        return f"{name}=true"
+    if kind == "negate":
+        return f"{name}=false"
+    return name
+
+
 def convert(f: dataclasses.Field[Any], text: str) -> Any:
-    """Convert one textual value (CLI or environment) to the field's type."""
+    """Convert one textual value (one command-line argument) to the field's type.
+
+    For a repeatable option this is one item; `convert_env` handles a whole list.
+
+    Raises:
+        ValueError: the text is not a valid value, with a message saying why.
+    """
     meta = f.metadata
-    if meta["kind"] == "append":
-        return tuple(part for part in text.split(",") if part) if isinstance(text, str) else text
     parse = meta["parse"]
     value = parse(text) if parse else text
     choices = meta["choices"]
     if choices and str(value) not in choices:
         raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
     return value
+
+
+def convert_env(f: dataclasses.Field[Any], text: str) -> Any:
+    """Convert an environment variable's text to the field's value.
+
+    A repeatable option takes a comma-separated list there (LAURELIN_ENDPOINTS=a,b).
+
+    Raises:
+        ValueError: the text is not a valid value, with a message saying why.
+    """
+    if f.metadata["kind"] == "append":
+        return tuple(convert(f, part) for part in text.split(",") if part)
+    return convert(f, text)
 
 
 def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -456,7 +561,7 @@ def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         if name not in environ:
             continue
         try:
-            values[f.name] = convert(f, environ[name])
+            values[f.name] = convert_env(f, environ[name])
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
     return values

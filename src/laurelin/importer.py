@@ -143,7 +143,8 @@ def load_app(path: str, *, app_dir: str = ".", factory: bool = False) -> ASGIApp
             raise AppLoadError(f"--factory: {path!r} is async; it must return the app directly")
     if not callable(obj):
         raise AppLoadError(
-            f"{path!r} is a {type(obj).__name__}, not an ASGI application (it is not callable)"
+            f"{path!r} is not an ASGI application: it is not callable "
+            f"(its value is of type {type(obj).__name__})"
         )
     if _is_asgi2(obj):
         return ASGI2Adapter(obj)

@@ -8,13 +8,15 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import ipaddress
 import os
 import socket
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from laurelin.config import Config
+from laurelin.config import Config, port_number
 
 SD_LISTEN_FDS_START = 3
 
@@ -37,6 +39,8 @@ class ListenSpec:
     path: str = ""
     mode: int | None = None
     fd: int = -1
+    v6only: bool = True
+    """For the IPv6 wildcard "::": False makes it dual-stack (IPv4 too), as Daphne's is on Linux."""
 
     def describe(self) -> str:
         """Human-readable address, as used in log lines."""
@@ -74,7 +78,7 @@ def parse_endpoint(text: str) -> ListenSpec:
     named = dict(a.split("=", 1) for a in args if "=" in a)
     try:
         if kind in ("tcp", "tcp6"):
-            port = int(named.get("port") or positional[0])
+            port = port_number(named.get("port") or positional[0])
             host = named.get("interface", "::" if kind == "tcp6" else "0.0.0.0")
             return ListenSpec("tcp", host=_strip_brackets(host), port=port)
         if kind == "unix":
@@ -133,7 +137,30 @@ def listen_specs(config: Config, environ: Mapping[str, str] | None = None) -> li
     specs.extend(ListenSpec("fd", fd=fd) for fd in systemd_fds(environ))
     if not specs:
         specs.append(ListenSpec("tcp", host="127.0.0.1", port=8000))
-    return specs
+    return [_with_stack(spec, specs) for spec in specs]
+
+
+def _is_wildcard(host: str, version: int) -> bool:
+    if host == "" and version == 4:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.version == version and address.is_unspecified
+
+
+def _with_stack(spec: ListenSpec, specs: list[ListenSpec]) -> ListenSpec:
+    # Daphne (Twisted) leaves an IPv6 socket on "::" dual-stack, so `-b ::` also answers IPv4
+    # clients on Linux. Only when "0.0.0.0" is asked for on the same port as well must "::" be
+    # IPv6-only, or the two would collide.
+    if spec.kind != "tcp" or not _is_wildcard(spec.host, 6):
+        return spec
+    ipv4_too = any(
+        other.kind == "tcp" and other.port == spec.port and _is_wildcard(other.host, 4)
+        for other in specs
+    )
+    return spec if ipv4_too else dataclasses.replace(spec, v6only=False)
 
 
 def open_listener(spec: ListenSpec, backlog: int) -> socket.socket:
@@ -181,8 +208,7 @@ def _open_tcp(spec: ListenSpec, backlog: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
-            # "::" should mean IPv6 only, as Twisted's tcp6 does, so "::" and "0.0.0.0" combine.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(spec.v6only))
         sock.bind(address)
         sock.listen(backlog)
     except OSError:

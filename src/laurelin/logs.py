@@ -24,7 +24,12 @@ _LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEB
 
 
 def configure_logging(config: Config) -> None:
-    """Apply -v, --log-fmt, --access-log and then --log-config (which may override them)."""
+    """Apply -v, --log-fmt, --access-log and then --log-config (which may override them).
+
+    Raises:
+        ValueError: the access log cannot be opened or the --log-config file is unusable (one
+            line, naming the file).
+    """
     level = _LEVELS.get(config.verbosity, logging.DEBUG)
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "_laurelin", False)]:
@@ -52,7 +57,10 @@ def configure_logging(config: Config) -> None:
         if target == "-":
             access_handler = logging.StreamHandler(sys.stdout)
         else:
-            access_handler = logging.FileHandler(target, encoding="utf-8")
+            try:
+                access_handler = logging.FileHandler(target, encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"--access-log {target}: {exc.strerror or exc}") from None
         access_handler.setFormatter(logging.Formatter("%(message)s"))
         access_logger.addHandler(access_handler)
         access_logger.setLevel(logging.INFO)
@@ -72,24 +80,33 @@ def load_log_config(path: str) -> None:
     except OSError as exc:
         raise ValueError(f"--log-config {path}: {exc.strerror or exc}") from None
     suffix = file.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError(
+                f"--log-config {path}: YAML needs PyYAML (pip install 'laurelin[yaml]')"
+            ) from None
     try:
         if suffix == ".json":
-            logging.config.dictConfig(json.loads(text))
+            _dict_config(json.loads(text))
         elif suffix in (".yaml", ".yml"):
-            try:
-                import yaml
-            except ImportError:
-                raise ValueError(
-                    f"--log-config {path}: YAML needs PyYAML (pip install 'laurelin[yaml]')"
-                ) from None
-            data: Any = yaml.safe_load(text)
-            logging.config.dictConfig(data)
+            _dict_config(yaml.safe_load(text))
         else:
             logging.config.fileConfig(path, disable_existing_loggers=False)
-    except ValueError:
-        raise
     except Exception as exc:
-        raise ValueError(f"--log-config {path}: {type(exc).__name__}: {exc}") from None
+        # Parser and dictConfig messages span lines; the user gets one.
+        reason = " ".join(str(exc).split())
+        raise ValueError(f"--log-config {path}: {type(exc).__name__}: {reason}") from None
+
+
+def _dict_config(data: Any) -> None:
+    if not isinstance(data, dict):
+        raise TypeError("expected a mapping with a 'version' key (logging dictConfig schema)")
+    # As with the .ini form: loggers the file does not name (laurelin's own, the app's) keep
+    # working unless the file says otherwise; dictConfig's own default would silence them.
+    data.setdefault("disable_existing_loggers", False)
+    logging.config.dictConfig(data)
 
 
 def escape(text: str) -> str:

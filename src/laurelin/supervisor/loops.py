@@ -1,12 +1,12 @@
 # laurelin.supervisor.loops — choosing and preparing the event loop (--loop, ASGI_THREADS, -v 3).
 #
-# uvloop when installed (auto) or asked for; eager task start on Python 3.12+ so an app that
-# answers without waiting runs inside the read callback, with no extra loop iteration per request.
+# uvloop when installed (auto) or asked for. No loop-wide task factory: the ASGI bridge starts
+# its own app tasks eagerly (asgi/context.py), and the app's own create_task() calls keep the
+# ordinary semantics. (asyncio's eager_task_factory on uvloop also breaks on Python 3.13.)
 from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -36,10 +36,7 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
 
 
 def prepare_loop(loop: asyncio.AbstractEventLoop, verbosity: int) -> None:
-    """Eager tasks where available, the ASGI_THREADS executor, asyncio debug at -v 3."""
-    eager = getattr(asyncio, "eager_task_factory", None)
-    if eager is not None and sys.version_info >= (3, 12):
-        loop.set_task_factory(eager)
+    """The ASGI_THREADS executor and asyncio debug at -v 3."""
     threads = os.environ.get("ASGI_THREADS")
     if threads and threads.isdigit() and int(threads) > 0:
         loop.set_default_executor(ThreadPoolExecutor(max_workers=int(threads)))
