@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import struct
 from collections import deque
@@ -50,6 +51,8 @@ _UNDERSCORE = ord("_")
 _NEL = 0x85
 _SLASH = ord("/")
 _HASH = ord("#")
+# RFC 9112 3.2 / RFC 3986 3.2.2: uri-host [ ":" port ], possibly empty.
+_HOST_VALUE = re.compile(rb"[A-Za-z0-9\-._~%!$&'()*+,;=:\[\]]*")
 _METHODS = {
     m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")
 }
@@ -75,8 +78,12 @@ class HTTP1Connection(asyncio.Protocol):
         "_expect_continue",
         "_expect_pending",
         "_feed_size",
+        "_head_reads",
         "_headers",
+        "_hosts",
+        "_in_head",
         "_intermediary",
+        "_lost",
         "_parser",
         "_parsing",
         "_pipeline",
@@ -87,11 +94,13 @@ class HTTP1Connection(asyncio.Protocol):
         "_resp_bytes",
         "_resp_chunked",
         "_resp_head",
+        "_resp_head_request",
         "_resp_http10",
         "_resp_keep_alive",
         "_resp_no_body",
         "_resp_remaining",
         "_timer",
+        "_transfer_encoding",
         "_url",
         "body_received",
         "loop",
@@ -112,7 +121,11 @@ class HTTP1Connection(asyncio.Protocol):
         self._dropped_headers = 0
         self._feed_size = 0
         self._intermediary = False
+        self._hosts = 0
+        self._transfer_encoding = False
         self._raw_head = 0
+        self._in_head = False
+        self._head_reads = 0
         self._expect_continue = False
         self._expect_pending = False
         self._request_keep_alive = True
@@ -122,6 +135,7 @@ class HTTP1Connection(asyncio.Protocol):
         self._cycles: set[HTTPCycle] = set()
         self._deferred_error = 0
         self._closing = False
+        self._lost = False
         self._read_paused = False
         self._read_paused_body = False
         self.write_paused = False
@@ -132,6 +146,7 @@ class HTTP1Connection(asyncio.Protocol):
         self._resp_head: list[bytes] | None = None
         self._resp_chunked = False
         self._resp_http10 = False
+        self._resp_head_request = False
         self._resp_no_body = False
         self._resp_remaining: int | None = None
         self._resp_keep_alive = True
@@ -154,6 +169,7 @@ class HTTP1Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        self._lost = True
         self.settings.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
@@ -169,12 +185,48 @@ class HTTP1Connection(asyncio.Protocol):
         if self._deadline_kind == _KEEPALIVE:
             self._deadline_kind = _HEAD
             self._deadline = self.loop.time() + self.settings.header_read_timeout
+        if len(data) > self.settings.limit_request_head_size:
+            self._receive_sliced(data)
+        elif not self._feed(data, data):
+            return
+        if self._active is None and self._pipeline:
+            self._start_next()
+
+    def _receive_sliced(self, data: bytes) -> None:
+        # Fed in slices of at most the head limit, so that the slice a head begins in (not
+        # counted, see _feed) can hide at most one limit's worth of an endless header.
+        limit = self.settings.limit_request_head_size
+        view = memoryview(data)
+        for start in range(0, len(data), limit):
+            if self._closing or not self._feed(view[start : start + limit], view[start:]):
+                return
+
+    def _feed(self, data: bytes | memoryview, rest: bytes | memoryview) -> bool:
+        """Parse one slice of input (`rest`: it and all input after it); False when parsing
+        stopped (an error, or an upgrade that took the rest)."""
         self._feed_size = len(data)
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            self._on_upgrade(data, upgrade.args[0])
-        except httptools.HttpParserCallbackError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._parse_stopped(exc, rest)
+            return False
+        if self._in_head:
+            # A head still incomplete after this slice. llhttp buffers a partial field itself,
+            # so counting slices is what bounds an endless header line (431). The slice the
+            # head began in is not counted (it may hold earlier requests too); it is at most
+            # the limit, and a head that spans slices gets the exact check once complete.
+            if self._head_reads:
+                self._raw_head += len(data)
+                if self._raw_head > self.settings.limit_request_head_size:
+                    self._refuse(431, "request head too large")
+                    return False
+            self._head_reads += 1
+        return True
+
+    def _parse_stopped(self, exc: Exception, rest: bytes | memoryview) -> None:
+        if isinstance(exc, httptools.HttpParserUpgrade):
+            self._on_upgrade(bytes(rest[exc.args[0] :]))
+        elif isinstance(exc, httptools.HttpParserCallbackError):
             cause = exc.__context__
             if isinstance(cause, _TooLarge):
                 self._refuse(cause.status)
@@ -183,19 +235,9 @@ class HTTP1Connection(asyncio.Protocol):
             else:
                 error_logger.exception("Error parsing request", exc_info=cause)
                 self._refuse(400)
-            return
-        except httptools.HttpParserError as exc:
-            self._refuse(400, str(exc))
-            return
-        if self._parsing is None:
-            # Bytes of a head still incomplete: llhttp buffers a partial field itself, so this
-            # is what bounds an endless header line (431).
-            self._raw_head += len(data)
-            if self._raw_head > self.settings.limit_request_head_size:
-                self._refuse(431, "request head too large")
-                return
-        if self._active is None and self._pipeline:
-            self._start_next()
+        else:
+            reason = str(exc)
+            self._refuse(505 if "HTTP version" in reason else 400, reason)
 
     def eof_received(self) -> bool | None:
         # The client closed its side. Like Daphne and Uvicorn we take that as the client going
@@ -214,11 +256,16 @@ class HTTP1Connection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_reads = 0
+        self._raw_head = 0
         self._url = b""
         self._headers = []
         self._dropped_headers = 0
         self._expect_continue = False
         self._intermediary = False
+        self._hosts = 0
+        self._transfer_encoding = False
         self.body_received = 0
 
     def on_url(self, url: bytes) -> None:
@@ -244,7 +291,13 @@ class HTTP1Connection(asyncio.Protocol):
             # Daphne (CVE-2015-0219): "_" names could masquerade as "-" ones; drop them.
             self._dropped_headers += 1
             return
-        if name == b"expect":
+        if name == b"host":
+            self._hosts += 1
+            if _HOST_VALUE.fullmatch(value) is None:
+                raise BadRequest("invalid Host header")
+        elif name == b"transfer-encoding":
+            self._transfer_encoding = True
+        elif name == b"expect":
             if value.lower() == b"100-continue":
                 self._expect_continue = True
         else:
@@ -254,8 +307,8 @@ class HTTP1Connection(asyncio.Protocol):
     def _check_head_limits(self) -> None:
         """431 for too many header fields or too large a head (RFC 6585 5).
 
-        Called only when the cheap bound says the limit may be passed: the head lies within
-        the bytes received since the previous head completed.
+        Called only when the cheap bound says the limit may be passed: the head spanned reads,
+        or the read it lies in is larger than the limit.
         """
         settings = self.settings
         headers = self._headers
@@ -270,15 +323,22 @@ class HTTP1Connection(asyncio.Protocol):
         http_version = parser.get_http_version()
         if http_version != "1.1" and http_version != "1.0":
             raise BadRequest("HTTP version not supported", 505)
+        if self._hosts != 1 and (self._hosts or http_version == "1.1"):
+            # RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host; any request, at most one.
+            raise BadRequest("missing or repeated Host header")
+        if self._transfer_encoding and http_version == "1.0":
+            # RFC 9112 6.1: faulty framing; answering and closing is the only safe reading.
+            raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
         settings = self.settings
         headers = self._headers
         if (
             len(headers) + self._dropped_headers > settings.limit_request_headers
-            or self._raw_head + self._feed_size > settings.limit_request_head_size
+            or self._head_reads
+            or self._feed_size > settings.limit_request_head_size
         ):
             self._check_head_limits()
         self._deadline_kind = _IDLE
-        self._raw_head = 0
+        self._in_head = False
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         url = self._url
@@ -415,8 +475,12 @@ class HTTP1Connection(asyncio.Protocol):
             return
         scope = active.scope
         self._expect_pending = False  # answered without reading: no 100 Continue any more
+        if status == 204 and remaining is not None:
+            # RFC 9110 8.6: never a Content-Length on a 204.
+            parts = _without_field(parts, b"content-length")
         self._resp_head = parts
-        if status in _NO_BODY_STATUS or scope["method"] == "HEAD":
+        self._resp_head_request = scope["method"] == "HEAD"
+        if status in _NO_BODY_STATUS or self._resp_head_request:
             self._resp_no_body = True
             self._resp_remaining = None
         else:
@@ -426,7 +490,10 @@ class HTTP1Connection(asyncio.Protocol):
         self._resp_http10 = scope["http_version"] == "1.0"
 
     def write_body(self, data: bytes, more_body: bool) -> None:
-        if self._closing:
+        if self._closing or self.transport.is_closing():
+            # Gone (or going): the bytes are dropped, and the app's next send() waits until
+            # connection_lost has told it of the disconnect, instead of streaming into the void.
+            self.write_paused = True
             if not more_body:
                 self._response_done()
             return
@@ -453,8 +520,17 @@ class HTTP1Connection(asyncio.Protocol):
 
     def _write_first(self, head: list[bytes], data: bytes, more_body: bool) -> None:
         """Write the held head with the first body part, choosing the framing (RFC 9112 6.3)."""
-        close = not self._resp_keep_alive or self.settings.draining
+        active = self._active
+        # An unread request body means we close after this response (RFC 9112 9.6): say so.
+        close = (
+            not self._resp_keep_alive
+            or self.settings.draining
+            or (active is not None and active.more_body)
+        )
         if self._resp_no_body:
+            if self._resp_head_request and self._resp_remaining is None and data and not more_body:
+                # HEAD: the length the GET would have had (RFC 9110 9.3.2).
+                head.append(b"content-length: %d\r\n" % len(data))
             data = b""
         elif self._resp_remaining is not None:
             self._check_length(data, more_body)
@@ -531,7 +607,7 @@ class HTTP1Connection(asyncio.Protocol):
             self._maybe_resume_reading()
 
     async def wait_writable(self) -> None:
-        if not self.write_paused or self._closing:
+        if not self.write_paused or self._lost:
             return
         waiter = self.loop.create_future()
         self._drain_waiters.append(waiter)
@@ -608,7 +684,11 @@ class HTTP1Connection(asyncio.Protocol):
         if linger and transport.can_write_eof():
             # Half-close and keep reading briefly, so unread input does not turn into a reset
             # that destroys the response before the client has read it.
-            transport.write_eof()
+            try:
+                transport.write_eof()
+            except OSError:
+                transport.abort()  # the peer already reset: nothing left to linger for
+                return
             if self._read_paused:
                 transport.resume_reading()
             self.loop.call_later(LINGER_SECONDS, transport.abort)
@@ -646,11 +726,10 @@ class HTTP1Connection(asyncio.Protocol):
         else:
             self._resp_keep_alive = False
 
-    def _on_upgrade(self, data: bytes, offset: int) -> None:
+    def _on_upgrade(self, rest: bytes) -> None:
         # Protocol upgrades this connection does not perform (e.g. h2c before HTTP/2 exists) are
         # ignored: the request was served as plain HTTP/1.1; bytes after it start a new request.
         self._parser = httptools.HttpRequestParser(self)
-        rest = data[offset:]
         if self._active is None and self._pipeline:
             self._start_next()
         if rest:
@@ -681,6 +760,19 @@ def _split_target(url: bytes, method: str) -> tuple[bytes, bytes]:
         return path, query
     parsed = httptools.parse_url(url)  # absolute-form
     return parsed.path or b"/", parsed.query or b""
+
+
+def _without_field(parts: list[bytes], name: bytes) -> list[bytes]:
+    """Drop the name/": "/value/CRLF quadruples of field `name` from a head being built."""
+    kept: list[bytes] = []
+    index = 0
+    while index < len(parts):
+        if parts[index] == name and index + 3 < len(parts) and parts[index + 1] == b": ":
+            index += 4
+            continue
+        kept.append(parts[index])
+        index += 1
+    return kept
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:

@@ -80,6 +80,8 @@ class ConnectionSettings:
         self.notable_headers = frozenset(
             {
                 b"expect",
+                b"host",
+                b"transfer-encoding",
                 b"daphne-root-path",
                 b"x-forwarded-proto",
                 b"forwarded",

@@ -1,0 +1,363 @@
+# The app the HTTP/1.1 end-to-end tests (tests/test_http1_*.py) serve. One path per behaviour;
+# options come in the query string. Tests observe what the app saw through a side channel in
+# the same process: `record(tag, event)` appends to EVENTS[tag], `/events?tag=T&want=E` waits
+# (bounded) until E was recorded, `/release?tag=T` opens the gate `/gated-echo` waits on, and
+# `/progress?tag=T` reports how far a streamed response got.
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from typing import Any
+from urllib.parse import parse_qs
+
+EVENTS: dict[str, list[str]] = {}
+_CHANGED: dict[str, asyncio.Event] = {}
+GATES: dict[str, asyncio.Event] = {}
+PROGRESS: dict[str, dict[str, Any]] = {}
+
+
+def record(tag: str, event: str) -> None:
+    EVENTS.setdefault(tag, []).append(event)
+    changed = _CHANGED.pop(tag, None)
+    if changed is not None:
+        changed.set()
+
+
+async def wait_event(tag: str, want: str, timeout: float) -> list[str]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    wanted = tuple(want.split("|"))
+    while not any(event.startswith(wanted) for event in EVENTS.get(tag, [])):
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        changed = _CHANGED.setdefault(tag, asyncio.Event())
+        try:
+            await asyncio.wait_for(changed.wait(), remaining)
+        except TimeoutError:
+            break
+    return EVENTS.get(tag, [])
+
+
+def gate(tag: str) -> asyncio.Event:
+    return GATES.setdefault(tag, asyncio.Event())
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        return await lifespan(receive, send)
+    query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode()).items()}
+    path = scope["path"]
+    handler = ROUTES.get(path) or ROUTES.get("/" + path.split("/")[1], hello)
+    await handler(scope, receive, send, query)
+
+
+async def hello(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    await respond(send, 200, b"Hello, world!")
+
+
+async def echo(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    """The request body back, with how many http.request messages carried it."""
+    body, messages = await read_body(receive)
+    await respond(send, 200, body, [(b"x-messages", str(messages).encode())])
+
+
+async def headers(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    """What the app saw of the request, as JSON."""
+    info = {
+        "http_version": scope["http_version"],
+        "method": scope["method"],
+        "path": scope["path"],
+        "raw_path": scope["raw_path"].decode("latin-1"),
+        "query_string": scope["query_string"].decode("latin-1"),
+        "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in scope["headers"]],
+        "client": list(scope["client"]) if scope["client"] else None,
+    }
+    body, _ = await read_body(receive)
+    info["body_length"] = len(body)
+    await respond(send, 200, json.dumps(info).encode(), ctype=b"application/json")
+
+
+async def sha256(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    """Hash the request body as it streams in (optionally reading slowly, or only once
+    /release?tag=T was called)."""
+    tag = query.get("tag", "")
+    delay = float(query.get("delay", "0"))
+    record(tag, "started")
+    if query.get("gate"):
+        await asyncio.wait_for(gate(tag).wait(), 60)
+    digest = hashlib.sha256()
+    length = messages = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            record(tag, f"disconnect:{length}")
+            return
+        messages += 1
+        body = message.get("body", b"")
+        digest.update(body)
+        length += len(body)
+        if not message.get("more_body", False):
+            break
+        if delay:
+            await asyncio.sleep(delay)
+    record(tag, f"done:{length}")
+    result = {"sha256": digest.hexdigest(), "length": length, "messages": messages}
+    await respond(send, 200, json.dumps(result).encode(), ctype=b"application/json")
+
+
+async def sleep(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    await asyncio.sleep(float(query.get("s", "0")))
+    body, _ = await read_body(receive)
+    await respond(send, 200, query.get("id", "").encode() + b":" + body)
+
+
+async def stream(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    """`part0;part1;...` in separate more_body messages; `cl=1`: with the app's Content-Length."""
+    parts = [b"part%d;" % i for i in range(int(query.get("n", "3")))]
+    extra = [(b"content-length", str(sum(map(len, parts))).encode())] if query.get("cl") else []
+    status = int(query.get("status", "200"))
+    await send({"type": "http.response.start", "status": status, "headers": extra})
+    for part in parts:
+        await send({"type": "http.response.body", "body": part, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def content_length(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    """Declare `declared` bytes, then send body parts of the sizes in `parts` (comma list)."""
+    tag = query.get("tag", "")
+    sizes = [int(size) for size in query.get("parts", "").split(",") if size]
+    headers = [(b"content-length", query.get("declared", "0").encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    try:
+        for index, size in enumerate(sizes):
+            more = index < len(sizes) - 1
+            await send({"type": "http.response.body", "body": b"x" * size, "more_body": more})
+    except Exception as exc:
+        record(tag, f"raised:{type(exc).__name__}:{exc}")
+        raise
+    record(tag, "sent")
+
+
+async def status(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    """Respond with status `code` and body `body` (app headers from `h`: name:value;...)."""
+    extra = []
+    for item in query.get("h", "").split(";"):
+        if item:
+            name, _, value = item.partition(":")
+            extra.append((name.encode(), value.encode()))
+    body = query.get("body", "").encode()
+    code = int(query.get("code", "200"))
+    await send({"type": "http.response.start", "status": code, "headers": extra})
+    if query.get("stream"):
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    else:
+        await send({"type": "http.response.body", "body": body})
+
+
+BAD_HEADERS: dict[str, Any] = {
+    "cr": (b"x-evil", b"a\rEVIL"),
+    "lf": (b"x-evil", b"a\nEVIL"),
+    "nul": (b"x-evil", b"a\x00EVIL"),
+    "crlf-inject": (b"x-evil", b"a\r\nset-cookie: EVIL=1"),
+    "name-space": (b"x EVIL", b"1"),
+    "name-colon": (b"x-EVIL:", b"1"),
+    "name-crlf": (b"x-EVIL\r\nset-cookie", b"1"),
+    "name-empty": (b"", b"EVIL"),
+    "name-str": ("x-EVIL", b"1"),
+    "value-str": (b"x-evil", "EVIL"),
+    "value-int": (b"x-evil", 1),
+    "not-pair": (b"x-evil", b"EVIL", b"3"),
+}
+
+
+async def bad_header(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    tag = query.get("tag", "")
+    header = BAD_HEADERS[query["kind"]]
+    start = {"type": "http.response.start", "status": 200, "headers": [header]}
+    try:
+        await send(start)
+    except Exception as exc:
+        record(tag, f"raised:{type(exc).__name__}")
+        raise
+    record(tag, "accepted")
+    await send({"type": "http.response.body", "body": b"EVIL body"})
+
+
+async def close(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    await respond(send, 200, b"closing", [(b"connection", b"close")])
+
+
+async def transfer_encoding(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    """The app sets `transfer-encoding: chunked` itself (framing is the server's business)."""
+    start = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"transfer-encoding", b"chunked")],
+    }
+    await send(start)
+    if query.get("stream"):
+        await send({"type": "http.response.body", "body": b"hello ", "more_body": True})
+    await send({"type": "http.response.body", "body": b"world"})
+
+
+async def noread(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    """Answer without reading the request body."""
+    record(query.get("tag", ""), "started")
+    await respond(send, 200, b"answered without reading")
+
+
+async def gated_echo(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    """Wait for /release?tag=T before the first receive(), then echo the body."""
+    tag = query.get("tag", "")
+    record(tag, "started")
+    await asyncio.wait_for(gate(tag).wait(), 30)
+    record(tag, "receiving")
+    body, _ = await read_body(receive)
+    await respond(send, 200, body)
+
+
+async def release(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    gate(query.get("tag", "")).set()
+    await respond(send, 200, b"released")
+
+
+async def events(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    """EVENTS[tag], after waiting up to `timeout` seconds for an event starting with `want`
+    (or with one of its `|`-separated alternatives)."""
+    tag = query.get("tag", "")
+    found = await wait_event(tag, query.get("want", ""), float(query.get("timeout", "10")))
+    await respond(send, 200, json.dumps(found).encode(), ctype=b"application/json")
+
+
+async def bigstream(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    """Stream `total` bytes in `chunk`-sized more_body messages; PROGRESS[tag] says how far.
+    The loop awaits nothing but send(), like an app streaming from memory."""
+    tag = query.get("tag", "")
+    total = int(query.get("total", str(64 << 20)))
+    size = int(query.get("chunk", "65536"))
+    progress: dict[str, Any] = {"sent": 0, "done": False, "error": None, "sha256": None}
+    PROGRESS[tag] = progress
+    record(tag, "started")
+    if query.get("gate"):
+        # Wait for /release?tag=T before streaming (without reading the request body).
+        await asyncio.wait_for(gate(tag).wait(), 30)
+    digest = hashlib.sha256()
+    block = bytearray(hashlib.sha256(tag.encode()).digest() * (size // 32 + 1))[:size]
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    sent = index = 0
+    try:
+        while sent < total:
+            block[:8] = index.to_bytes(8, "big")
+            data = bytes(block[: min(size, total - sent)])
+            digest.update(data)
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+            sent += len(data)
+            index += 1
+            progress["sent"] = sent
+        progress["sha256"] = digest.hexdigest()
+        await send({"type": "http.response.body", "body": b""})
+        progress["done"] = True
+        record(tag, "done")
+    except BaseException as exc:
+        progress["error"] = f"{type(exc).__name__}:{isinstance(exc, OSError)}"
+        record(tag, "send-raised:" + progress["error"])
+        raise
+
+
+async def wait_disconnect(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    """Read the body, then wait (bounded) in receive() for the http.disconnect."""
+    tag = query.get("tag", "")
+    await read_body(receive)
+    record(tag, "waiting")
+    try:
+        message = await asyncio.wait_for(receive(), float(query.get("timeout", "30")))
+    except TimeoutError:
+        record(tag, "received:nothing")
+    else:
+        record(tag, "received:" + message["type"])
+    await late_response(tag, send)
+
+
+async def late(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    """Respond only once /release?tag=T was called (the client may be gone by then)."""
+    tag = query.get("tag", "")
+    record(tag, "started")
+    await asyncio.wait_for(gate(tag).wait(), 30)
+    await late_response(tag, send)
+
+
+async def late_response(tag: str, send: Any) -> None:
+    try:
+        await respond(send, 200, b"late")
+    except Exception as exc:
+        record(tag, f"send-raised:{type(exc).__name__}:{isinstance(exc, OSError)}")
+        raise
+    record(tag, "sent")
+
+
+async def progress(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    body = json.dumps(PROGRESS.get(query.get("tag", ""))).encode()
+    await respond(send, 200, body, ctype=b"application/json")
+
+
+async def lifespan(receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def read_body(receive: Any) -> tuple[bytes, int]:
+    chunks = []
+    messages = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        messages += 1
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks), messages
+
+
+async def respond(
+    send: Any,
+    code: int,
+    body: bytes,
+    extra: list[tuple[bytes, bytes]] | None = None,
+    ctype: bytes = b"text/plain",
+) -> None:
+    start_headers = [(b"content-type", ctype), *(extra or [])]
+    await send({"type": "http.response.start", "status": code, "headers": start_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+ROUTES = {
+    "/": hello,
+    "/echo": echo,
+    "/headers": headers,
+    "/sha256": sha256,
+    "/sleep": sleep,
+    "/stream": stream,
+    "/cl": content_length,
+    "/status": status,
+    "/badheader": bad_header,
+    "/close": close,
+    "/te": transfer_encoding,
+    "/noread": noread,
+    "/gated-echo": gated_echo,
+    "/release": release,
+    "/events": events,
+    "/bigstream": bigstream,
+    "/progress": progress,
+    "/wait-disconnect": wait_disconnect,
+    "/late": late,
+}
