@@ -19,7 +19,7 @@ from laurelin.importer import ASGIApp
 from laurelin.listeners import describe_socket
 from laurelin.logs import access_logger
 from laurelin.protocols.http1 import HTTP1Connection
-from laurelin.protocols.http1_response import (
+from laurelin.protocols.http1_encoding import (
     DateHeader,
     default_header_names,
     encode_default_headers,

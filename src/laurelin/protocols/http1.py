@@ -2,12 +2,13 @@
 #
 # Owns: parsing request heads and bodies (llhttp in strict mode, which already rejects
 # CL+TE conflicts, duplicate Content-Length, bad chunk sizes, obs-fold, bare LF/CR and
-# whitespace before the colon: each a 400 and close), the head-size/header-count/body-size
-# limits (431/414/413), the header-read and keep-alive timers (408 / silent close), pipelining
-# (one request runs at a time; responses leave in request order), `Expect: 100-continue`,
-# response framing (Content-Length, chunked, HEAD/1xx/204/304 without body, HTTP/1.0
-# read-until-close) and write backpressure. The ASGI rules are the bridge's (asgi/http.py):
-# this class is the `HTTPSink` every HTTPCycle of the connection talks to.
+# whitespace before the colon: each a 400 and close), Host rules (RFC 9112 3.2), the
+# head-size/header-count/body-size limits (431/414/413), the header-read and keep-alive timers
+# (408 / silent close), pipelining (one request runs at a time; responses leave in request
+# order), `Expect: 100-continue`, closing (lingering after errors, RST on abort) and write
+# backpressure. Response framing is the ResponseWriter mixin's (http1_response.py). The ASGI
+# rules are the bridge's (asgi/http.py): this class is the `HTTPSink` every HTTPCycle of the
+# connection talks to.
 from __future__ import annotations
 
 import asyncio
@@ -22,27 +23,18 @@ from typing import TYPE_CHECKING
 import httptools
 
 from laurelin.asgi.context import PeerInfo
-from laurelin.asgi.errors import error_page
 from laurelin.asgi.http import HTTPCycle
 from laurelin.asgi.scope import BadRequest, build_http_scope
 from laurelin.logs import error_logger, log_access
-from laurelin.protocols.http1_response import (
-    _STATUS_LINES,
-    CONTINUE,
-    LAST_CHUNK,
-    chunk,
-    status_line,
-)
+from laurelin.protocols.http1_encoding import CONTINUE
+from laurelin.protocols.http1_response import ResponseWriter
 
 if TYPE_CHECKING:
     from laurelin.protocols.settings import ConnectionSettings
 
-_NO_BODY_STATUS = frozenset({204, 304})
 # Seconds a connection we are closing after an error keeps reading (and discarding) before it
 # is dropped, so the client sees our response instead of a reset (RFC 9112 9.6).
 LINGER_SECONDS = 2.0
-# A big write is handed to the transport as separate buffers instead of one joined copy.
-_JOIN_LIMIT = 16384
 
 _IDLE, _HEAD, _KEEPALIVE = 0, 1, 2
 # SO_LINGER on with a zero timeout: close() sends RST instead of FIN.
@@ -63,7 +55,7 @@ class _TooLarge(Exception):
         self.status = status
 
 
-class HTTP1Connection(asyncio.Protocol):
+class HTTP1Connection(ResponseWriter, asyncio.Protocol):
     """One client connection speaking HTTP/1.x; the sink of its requests' ASGI cycles."""
 
     __slots__ = (
@@ -76,7 +68,6 @@ class HTTP1Connection(asyncio.Protocol):
         "_drain_waiters",
         "_dropped_headers",
         "_expect_continue",
-        "_expect_pending",
         "_feed_size",
         "_head_reads",
         "_headers",
@@ -91,14 +82,6 @@ class HTTP1Connection(asyncio.Protocol):
         "_read_paused",
         "_read_paused_body",
         "_request_keep_alive",
-        "_resp_bytes",
-        "_resp_chunked",
-        "_resp_head",
-        "_resp_head_request",
-        "_resp_http10",
-        "_resp_keep_alive",
-        "_resp_no_body",
-        "_resp_remaining",
         "_timer",
         "_transfer_encoding",
         "_url",
@@ -107,7 +90,6 @@ class HTTP1Connection(asyncio.Protocol):
         "peer",
         "settings",
         "transport",
-        "write_paused",
     )
 
     def __init__(self, settings: ConnectionSettings) -> None:
@@ -127,7 +109,6 @@ class HTTP1Connection(asyncio.Protocol):
         self._in_head = False
         self._head_reads = 0
         self._expect_continue = False
-        self._expect_pending = False
         self._request_keep_alive = True
         self._parsing: HTTPCycle | None = None
         self._active: HTTPCycle | None = None
@@ -143,14 +124,7 @@ class HTTP1Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._deadline_kind = _IDLE
-        self._resp_head: list[bytes] | None = None
-        self._resp_chunked = False
-        self._resp_http10 = False
-        self._resp_head_request = False
-        self._resp_no_body = False
-        self._resp_remaining: int | None = None
-        self._resp_keep_alive = True
-        self._resp_bytes = 0
+        self._reset_response()
         self.body_received = 0
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
@@ -442,142 +416,6 @@ class HTTP1Connection(asyncio.Protocol):
             self._read_paused = False
             self.transport.resume_reading()
 
-    def start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        settings = self.settings
-        active = self._active
-        assert active is not None
-        date = settings.date_header
-        parts = [_STATUS_LINES[status], settings.default_headers, date.line() if date else b""]
-        remaining: int | None = None
-        special = settings.special_header_names
-        override = False
-        for name, value in headers:  # names arrive lower-cased and validated (asgi/http.py)
-            if name in special:
-                if name == b"content-length":
-                    if not value.isdigit():
-                        raise RuntimeError(f"Invalid Content-Length {value!r} in the response")
-                    remaining = int(value)
-                elif name == b"transfer-encoding":
-                    continue  # framing is ours to choose (RFC 9112 6.1)
-                elif name == b"connection":
-                    if value.lower() == b"close":
-                        self._resp_keep_alive = False
-                    continue
-                else:
-                    override = True  # the app's own Server / Date / --header replaces ours
-            parts += (name, b": ", value, b"\r\n")
-        if override:
-            parts[1:3] = _default_lines(settings, {name for name, _ in headers})
-        if status < 200:
-            # An informational response (103 Early Hints): written now; the final one follows.
-            parts.append(b"\r\n")
-            self.transport.write(b"".join(parts))
-            return
-        scope = active.scope
-        self._expect_pending = False  # answered without reading: no 100 Continue any more
-        if status == 204 and remaining is not None:
-            # RFC 9110 8.6: never a Content-Length on a 204.
-            parts = _without_field(parts, b"content-length")
-        self._resp_head = parts
-        self._resp_head_request = scope["method"] == "HEAD"
-        if status in _NO_BODY_STATUS or self._resp_head_request:
-            self._resp_no_body = True
-            self._resp_remaining = None
-        else:
-            self._resp_no_body = False
-            self._resp_remaining = remaining
-        self._resp_chunked = False
-        self._resp_http10 = scope["http_version"] == "1.0"
-
-    def write_body(self, data: bytes, more_body: bool) -> None:
-        if self._closing or self.transport.is_closing():
-            # Gone (or going): the bytes are dropped, and the app's next send() waits until
-            # connection_lost has told it of the disconnect, instead of streaming into the void.
-            self.write_paused = True
-            if not more_body:
-                self._response_done()
-            return
-        head = self._resp_head
-        if head is not None:
-            self._resp_head = None
-            self._write_first(head, data, more_body)
-        elif self._resp_no_body:
-            pass
-        elif self._resp_chunked:
-            if data:
-                self._write_chunk(data)
-            if not more_body:
-                self.transport.write(LAST_CHUNK)
-        elif self._resp_remaining is not None:
-            self._check_length(data, more_body)
-            if data:
-                self.transport.write(data)
-        elif data:
-            self.transport.write(data)
-        self._resp_bytes += len(data)
-        if not more_body:
-            self._response_done()
-
-    def _write_first(self, head: list[bytes], data: bytes, more_body: bool) -> None:
-        """Write the held head with the first body part, choosing the framing (RFC 9112 6.3)."""
-        active = self._active
-        # An unread request body means we close after this response (RFC 9112 9.6): say so.
-        close = (
-            not self._resp_keep_alive
-            or self.settings.draining
-            or (active is not None and active.more_body)
-        )
-        if self._resp_no_body:
-            if self._resp_head_request and self._resp_remaining is None and data and not more_body:
-                # HEAD: the length the GET would have had (RFC 9110 9.3.2).
-                head.append(b"content-length: %d\r\n" % len(data))
-            data = b""
-        elif self._resp_remaining is not None:
-            self._check_length(data, more_body)
-        elif not more_body:
-            self._resp_remaining = 0
-            head.append(b"content-length: %d\r\n" % len(data))
-        elif not self._resp_http10:
-            self._resp_chunked = True
-            head.append(b"transfer-encoding: chunked\r\n")
-            if data:
-                data = chunk(data)
-        else:
-            close = True  # HTTP/1.0 and no length: the body ends when the connection closes
-        if close:
-            self._resp_keep_alive = False
-            head.append(b"connection: close\r\n\r\n")
-        elif self._resp_http10:
-            head.append(b"connection: keep-alive\r\n\r\n")
-        else:
-            head.append(b"\r\n")
-        if len(data) > _JOIN_LIMIT:
-            self.transport.writelines((b"".join(head), data))
-        else:
-            head.append(data)
-            self.transport.write(b"".join(head))
-
-    def _write_chunk(self, data: bytes) -> None:
-        if len(data) > _JOIN_LIMIT:
-            self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
-        else:
-            self.transport.write(chunk(data))
-
-    def _check_length(self, data: bytes, more_body: bool) -> None:
-        remaining = self._resp_remaining
-        assert remaining is not None
-        remaining -= len(data)
-        if remaining < 0:
-            self.abort()
-            raise RuntimeError("The app sent more body than its Content-Length")
-        self._resp_remaining = remaining
-        if not more_body and remaining:
-            self._short_body()
-
-    def _short_body(self) -> None:
-        self.abort()
-        raise RuntimeError("The app's response body is shorter than its Content-Length")
-
     def _response_done(self) -> None:
         cycle = self._active
         if cycle is None:
@@ -663,18 +501,6 @@ class HTTP1Connection(asyncio.Protocol):
             return
         self._write_error(status)
 
-    def _write_error(self, status: int) -> None:
-        self._pipeline.clear()
-        headers, body = error_page(status)
-        parts = [status_line(status), self.settings.default_headers]
-        if self.settings.date_header is not None:
-            parts.append(self.settings.date_header.line())
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
-        parts += (b"connection: close\r\n\r\n", body)
-        self.transport.write(b"".join(parts))
-        self._close(linger=True)
-
     def _close(self, linger: bool) -> None:
         if self._closing:
             return
@@ -736,18 +562,6 @@ class HTTP1Connection(asyncio.Protocol):
             self.data_received(rest)
 
 
-def _default_lines(settings: ConnectionSettings, app_names: set[bytes]) -> list[bytes]:
-    """The default header lines the app did not set itself."""
-    lines = [
-        line + b"\r\n"
-        for line in settings.default_headers.split(b"\r\n")
-        if line and line.split(b":", 1)[0].lower() not in app_names
-    ]
-    date = settings.date_header
-    lines.append(date.line() if date is not None and b"date" not in app_names else b"")
-    return lines
-
-
 def _split_target(url: bytes, method: str) -> tuple[bytes, bytes]:
     """Path and query of a request target that is not a plain origin-form (RFC 9112 3.2)."""
     if url == b"*":
@@ -758,21 +572,11 @@ def _split_target(url: bytes, method: str) -> tuple[bytes, bytes]:
         url = url.split(b"#", 1)[0]
         path, _, query = url.partition(b"?")
         return path, query
-    parsed = httptools.parse_url(url)  # absolute-form
+    try:
+        parsed = httptools.parse_url(url)  # absolute-form
+    except httptools.HttpParserInvalidURLError:
+        raise BadRequest("invalid request target") from None
     return parsed.path or b"/", parsed.query or b""
-
-
-def _without_field(parts: list[bytes], name: bytes) -> list[bytes]:
-    """Drop the name/": "/value/CRLF quadruples of field `name` from a head being built."""
-    kept: list[bytes] = []
-    index = 0
-    while index < len(parts):
-        if parts[index] == name and index + 3 < len(parts) and parts[index + 1] == b": ":
-            index += 4
-            continue
-        kept.append(parts[index])
-        index += 1
-    return kept
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:

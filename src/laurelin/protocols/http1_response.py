@@ -1,79 +1,228 @@
-# laurelin.protocols.http1_response — HTTP/1.1 response bytes (RFC 9112 sections 4, 6, 7).
+# laurelin.protocols.http1_response — framing one HTTP/1.1 response (RFC 9112 6, 7; RFC 9110 6.4).
 #
-# Status lines are precomputed; the Date header (RFC 9110 6.6.1) is formatted once a second;
-# the Server and --header lines are encoded once per server. Which framing a response gets
-# (Content-Length, chunked, or read-until-close for HTTP/1.0) is decided in http1.py; this module
-# only turns decisions into bytes.
+# The HTTPSink half of an HTTP/1.x connection that writes: it holds the head the app started
+# until the first body part, then chooses the framing once: the app's Content-Length (checked:
+# a body longer or shorter is an app error and the connection is reset), a Content-Length of
+# its own when the whole body came in one message, chunked for streamed HTTP/1.1 bodies, or
+# read-until-close for HTTP/1.0. HEAD, 1xx, 204 and 304 carry no body; a 204 never a
+# Content-Length. The head and a small body leave in one write. It is a mixin of
+# HTTP1Connection (protocols/http1.py), which owns the connection state it reads.
 from __future__ import annotations
 
-import time
-from email.utils import formatdate
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
 
-from laurelin.asgi.errors import reason_phrase
+from laurelin.asgi.errors import error_page
+from laurelin.protocols.http1_encoding import LAST_CHUNK, STATUS_LINES, chunk
 
-_STATUS_LINES: dict[int, bytes] = {
-    status: f"HTTP/1.1 {status} {reason_phrase(status)}\r\n".encode("ascii")
-    for status in range(100, 600)
-}
+if TYPE_CHECKING:
+    from laurelin.asgi.http import HTTPCycle
+    from laurelin.protocols.settings import ConnectionSettings
 
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-LAST_CHUNK = b"0\r\n\r\n"
-
-
-def status_line(status: int) -> bytes:
-    """`HTTP/1.1 200 OK\\r\\n` for any status 100-599."""
-    return _STATUS_LINES[status]
+_NO_BODY_STATUS = frozenset({204, 304})
+# A big write is handed to the transport as separate buffers instead of one joined copy.
+_JOIN_LIMIT = 16384
 
 
-class DateHeader:
-    """`date: <IMF-fixdate>\\r\\n`, recomputed at most once a second."""
+class ResponseWriter:
+    """Response framing for HTTP1Connection; see the module comment."""
 
-    __slots__ = ("_line", "_second")
+    __slots__ = (
+        "_expect_pending",
+        "_resp_bytes",
+        "_resp_chunked",
+        "_resp_head",
+        "_resp_head_request",
+        "_resp_http10",
+        "_resp_keep_alive",
+        "_resp_no_body",
+        "_resp_remaining",
+        "write_paused",
+    )
 
-    def __init__(self) -> None:
-        self._second = -1
-        self._line = b""
+    # Owned by HTTP1Connection; declared here for the type checker.
+    settings: ConnectionSettings
+    transport: asyncio.Transport
+    _active: HTTPCycle | None
+    _closing: bool
+    _pipeline: deque[tuple[HTTPCycle, bool, bool]]
 
-    def line(self) -> bytes:
-        """The current Date header line."""
-        now = int(time.time())
-        if now != self._second:
-            self._second = now
-            self._line = b"date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
-        return self._line
+    def _reset_response(self) -> None:
+        self._resp_head: list[bytes] | None = None
+        self._resp_chunked = False
+        self._resp_http10 = False
+        self._resp_head_request = False
+        self._resp_no_body = False
+        self._resp_remaining: int | None = None
+        self._resp_keep_alive = True
+        self._resp_bytes = 0
+        self._expect_pending = False
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def _response_done(self) -> None:
+        raise NotImplementedError
+
+    def _close(self, linger: bool) -> None:
+        raise NotImplementedError
+
+    def start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        settings = self.settings
+        active = self._active
+        assert active is not None
+        date = settings.date_header
+        parts = [STATUS_LINES[status], settings.default_headers, date.line() if date else b""]
+        remaining: int | None = None
+        special = settings.special_header_names
+        override = False
+        for name, value in headers:  # names arrive lower-cased and validated (asgi/http.py)
+            if name in special:
+                if name == b"content-length":
+                    if not value.isdigit():
+                        raise RuntimeError(f"Invalid Content-Length {value!r} in the response")
+                    if status == 204:
+                        continue  # RFC 9110 8.6: never a Content-Length on a 204
+                    remaining = int(value)
+                elif name == b"transfer-encoding":
+                    continue  # framing is ours to choose (RFC 9112 6.1)
+                elif name == b"connection":
+                    if value.lower() == b"close":
+                        self._resp_keep_alive = False
+                    continue
+                else:
+                    override = True  # the app's own Server / Date / --header replaces ours
+            parts += (name, b": ", value, b"\r\n")
+        if override:
+            parts[1:3] = _default_lines(settings, {name for name, _ in headers})
+        if status < 200:
+            # An informational response (103 Early Hints): written now; the final one follows.
+            parts.append(b"\r\n")
+            self.transport.write(b"".join(parts))
+            return
+        scope = active.scope
+        self._expect_pending = False  # answered without reading: no 100 Continue any more
+        self._resp_head = parts
+        self._resp_head_request = scope["method"] == "HEAD"
+        if status in _NO_BODY_STATUS or self._resp_head_request:
+            self._resp_no_body = True
+            self._resp_remaining = None
+        else:
+            self._resp_no_body = False
+            self._resp_remaining = remaining
+        self._resp_chunked = False
+        self._resp_http10 = scope["http_version"] == "1.0"
+
+    def write_body(self, data: bytes, more_body: bool) -> None:
+        if self._closing or self.transport.is_closing():
+            # Gone (or going): the bytes are dropped, and the app's next send() waits until
+            # connection_lost has told it of the disconnect, instead of streaming into the void.
+            self.write_paused = True
+            if not more_body:
+                self._response_done()
+            return
+        head = self._resp_head
+        if head is not None:
+            self._resp_head = None
+            self._write_first(head, data, more_body)
+        elif self._resp_no_body:
+            pass
+        elif self._resp_chunked:
+            if data:
+                self._write_chunk(data)
+            if not more_body:
+                self.transport.write(LAST_CHUNK)
+        elif self._resp_remaining is not None:
+            self._check_length(data, more_body)
+            if data:
+                self.transport.write(data)
+        elif data:
+            self.transport.write(data)
+        self._resp_bytes += len(data)
+        if not more_body:
+            self._response_done()
+
+    def _write_first(self, head: list[bytes], data: bytes, more_body: bool) -> None:
+        """Write the held head with the first body part, choosing the framing (RFC 9112 6.3)."""
+        active = self._active
+        # An unread request body means we close after this response (RFC 9112 9.6): say so.
+        close = (
+            not self._resp_keep_alive
+            or self.settings.draining
+            or (active is not None and active.more_body)
+        )
+        if self._resp_no_body:
+            if self._resp_head_request and self._resp_remaining is None and data and not more_body:
+                # HEAD: the length the GET would have had (RFC 9110 9.3.2).
+                head.append(b"content-length: %d\r\n" % len(data))
+            data = b""
+        elif self._resp_remaining is not None:
+            self._check_length(data, more_body)
+        elif not more_body:
+            self._resp_remaining = 0
+            head.append(b"content-length: %d\r\n" % len(data))
+        elif not self._resp_http10:
+            self._resp_chunked = True
+            head.append(b"transfer-encoding: chunked\r\n")
+            if data:
+                data = chunk(data)
+        else:
+            close = True  # HTTP/1.0 and no length: the body ends when the connection closes
+        if close:
+            self._resp_keep_alive = False
+            head.append(b"connection: close\r\n\r\n")
+        elif self._resp_http10:
+            head.append(b"connection: keep-alive\r\n\r\n")
+        else:
+            head.append(b"\r\n")
+        if len(data) > _JOIN_LIMIT:
+            self.transport.writelines((b"".join(head), data))
+        else:
+            head.append(data)
+            self.transport.write(b"".join(head))
+
+    def _write_chunk(self, data: bytes) -> None:
+        if len(data) > _JOIN_LIMIT:
+            self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            self.transport.write(chunk(data))
+
+    def _check_length(self, data: bytes, more_body: bool) -> None:
+        remaining = self._resp_remaining
+        assert remaining is not None
+        remaining -= len(data)
+        if remaining < 0:
+            self.abort()
+            raise RuntimeError("The app sent more body than its Content-Length")
+        self._resp_remaining = remaining
+        if not more_body and remaining:
+            self._short_body()
+
+    def _short_body(self) -> None:
+        self.abort()
+        raise RuntimeError("The app's response body is shorter than its Content-Length")
+
+    def _write_error(self, status: int) -> None:
+        self._pipeline.clear()
+        headers, body = error_page(status)
+        parts = [STATUS_LINES[status], self.settings.default_headers]
+        if self.settings.date_header is not None:
+            parts.append(self.settings.date_header.line())
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts += (b"connection: close\r\n\r\n", body)
+        self.transport.write(b"".join(parts))
+        self._close(linger=True)
 
 
-def encode_default_headers(server_name: str | None, extra: tuple[str, ...]) -> bytes:
-    """The header lines every response carries: Server (unless disabled) and --header values.
-
-    Raises:
-        ValueError: a --header value that is not a valid NAME:VALUE field.
-    """
-    lines = []
-    if server_name:
-        lines.append(b"server: " + _field_value(server_name) + b"\r\n")
-    for item in extra:
-        name, _, value = item.partition(":")
-        name = name.strip()
-        if not name or not all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in name):
-            raise ValueError(f"--header {item!r}: invalid header name")
-        lines.append(name.encode("ascii") + b": " + _field_value(value.strip()) + b"\r\n")
-    return b"".join(lines)
-
-
-def default_header_names(server_name: str | None, extra: tuple[str, ...]) -> frozenset[bytes]:
-    """Lower-cased names of the default headers (an app header of that name replaces them)."""
-    names = {b"server"} if server_name else set()
-    names.update(item.partition(":")[0].strip().lower().encode("ascii") for item in extra)
-    return frozenset(names)
-
-
-def _field_value(value: str) -> bytes:
-    if any(c in value for c in "\r\n\0"):
-        raise ValueError(f"header value {value!r} contains CR, LF or NUL")
-    return value.encode("latin-1")
-
-
-def chunk(data: bytes) -> bytes:
-    """One chunk of a chunked body (RFC 9112 7.1)."""
-    return b"%x\r\n%b\r\n" % (len(data), data)
+def _default_lines(settings: ConnectionSettings, app_names: set[bytes]) -> list[bytes]:
+    """The default header lines the app did not set itself."""
+    lines = [
+        line + b"\r\n"
+        for line in settings.default_headers.split(b"\r\n")
+        if line and line.split(b":", 1)[0].lower() not in app_names
+    ]
+    date = settings.date_header
+    lines.append(date.line() if date is not None and b"date" not in app_names else b"")
+    return lines

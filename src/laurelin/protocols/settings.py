@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from laurelin.asgi.context import ServerContext
-from laurelin.protocols.http1_response import DateHeader
+from laurelin.protocols.http1_encoding import DateHeader
 
 
 class ConnectionRegistry:
