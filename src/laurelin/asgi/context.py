@@ -84,6 +84,9 @@ class PeerInfo:
 
 
 def _as_address(name: Any) -> tuple[str, int] | None:
-    if isinstance(name, tuple) and len(name) >= 2:
-        return (str(name[0]), int(name[1]))
+    if type(name) is tuple:
+        if len(name) == 2:
+            return name  # IPv4 (host, port): already the ASGI shape
+        if len(name) >= 2:
+            return (str(name[0]), int(name[1]))  # IPv6 (host, port, flowinfo, scope_id)
     return None

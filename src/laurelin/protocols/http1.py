@@ -229,7 +229,9 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
+    def _begin_message(self) -> None:
+        """Reset the per-request parse state (from on_url: llhttp calls it first for every
+        request, which saves the extra on_message_begin callback)."""
         self._in_head = True
         self._head_reads = 0
         self._raw_head = 0
@@ -243,7 +245,11 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
         self.body_received = 0
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
+        if not self._in_head:
+            self._begin_message()
+            self._url = url
+        else:
+            self._url += url  # a target split across reads
         if len(self._url) > self.settings.limit_request_head_size:
             raise _TooLarge(414)
 

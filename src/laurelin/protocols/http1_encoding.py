@@ -11,6 +11,7 @@ from email.utils import formatdate
 
 from laurelin.asgi.errors import reason_phrase
 
+# `HTTP/1.1 200 OK\r\n` for every status 100-599.
 STATUS_LINES: dict[int, bytes] = {
     status: f"HTTP/1.1 {status} {reason_phrase(status)}\r\n".encode("ascii")
     for status in range(100, 600)
@@ -18,11 +19,6 @@ STATUS_LINES: dict[int, bytes] = {
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
-
-
-def status_line(status: int) -> bytes:
-    """`HTTP/1.1 200 OK\\r\\n` for any status 100-599."""
-    return STATUS_LINES[status]
 
 
 class DateHeader:
