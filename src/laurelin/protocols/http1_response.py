@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from laurelin.protocols.settings import ConnectionSettings
 
 _NO_BODY_STATUS = frozenset({204, 304})
-# A big write is handed to the transport as separate buffers instead of one joined copy.
+# A body part larger than this is written on its own instead of copied into a joined buffer.
 _JOIN_LIMIT = 16384
 
 
@@ -177,14 +177,20 @@ class ResponseWriter:
         else:
             head.append(b"\r\n")
         if len(data) > _JOIN_LIMIT:
-            self.transport.writelines((b"".join(head), data))
+            # Separate writes, not writelines(): asyncio's writelines on Python 3.12 never
+            # calls pause_writing, which would leave a slow reader's data unbounded.
+            self.transport.write(b"".join(head))
+            self.transport.write(data)
         else:
             head.append(data)
             self.transport.write(b"".join(head))
 
     def _write_chunk(self, data: bytes) -> None:
         if len(data) > _JOIN_LIMIT:
-            self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+            transport = self.transport
+            transport.write(b"%x\r\n" % len(data))
+            transport.write(data)
+            transport.write(b"\r\n")
         else:
             self.transport.write(chunk(data))
 
