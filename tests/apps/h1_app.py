@@ -124,6 +124,16 @@ async def stream(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> 
     await send({"type": "http.response.body", "body": b""})
 
 
+async def trickle(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    """`first;`, then wait for /release?tag=T, then `second;` (an SSE-like stream)."""
+    tag = query.get("tag", "")
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"first;", "more_body": True})
+    record(tag, "waiting")
+    await asyncio.wait_for(gate(tag).wait(), 30)
+    await send({"type": "http.response.body", "body": b"second;"})
+
+
 async def content_length(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
     """Declare `declared` bytes, then send body parts of the sizes in `parts` (comma list)."""
     tag = query.get("tag", "")
@@ -347,6 +357,7 @@ ROUTES = {
     "/sha256": sha256,
     "/sleep": sleep,
     "/stream": stream,
+    "/trickle": trickle,
     "/cl": content_length,
     "/status": status,
     "/badheader": bad_header,

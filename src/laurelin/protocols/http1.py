@@ -124,7 +124,7 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._deadline_kind = _IDLE
-        self._reset_response()
+        self._init_response_state()
         self.body_received = 0
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
@@ -471,6 +471,8 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
 
     def abort(self) -> None:
         """Reset the connection: an RST, so a truncated response never reads as complete."""
+        if self._pending and not self._closing:
+            self._flush()  # what the app did send goes out first, then the reset
         self._closing = True
         self._active = None
         sock = self.transport.get_extra_info("socket")

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 _NO_BODY_STATUS = frozenset({204, 304})
 # A body part larger than this is written on its own instead of copied into a joined buffer.
 _JOIN_LIMIT = 16384
+# The parts of a streamed response are gathered and written once per loop iteration (a
+# streaming app that never waits makes one write, not one per send()), or as soon as this
+# much is waiting, so that write backpressure still reaches the app.
+_CORK_LIMIT = 65536
 
 
 class ResponseWriter:
@@ -30,6 +34,9 @@ class ResponseWriter:
 
     __slots__ = (
         "_expect_pending",
+        "_flush_scheduled",
+        "_pending",
+        "_pending_size",
         "_resp_bytes",
         "_resp_chunked",
         "_resp_head",
@@ -47,8 +54,9 @@ class ResponseWriter:
     _active: HTTPCycle | None
     _closing: bool
     _pipeline: deque[tuple[HTTPCycle, bool, bool]]
+    loop: asyncio.AbstractEventLoop
 
-    def _reset_response(self) -> None:
+    def _init_response_state(self) -> None:
         self._resp_head: list[bytes] | None = None
         self._resp_chunked = False
         self._resp_http10 = False
@@ -58,6 +66,9 @@ class ResponseWriter:
         self._resp_keep_alive = True
         self._resp_bytes = 0
         self._expect_pending = False
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._flush_scheduled = False
 
     def abort(self) -> None:
         raise NotImplementedError
@@ -119,6 +130,7 @@ class ResponseWriter:
             # Gone (or going): the bytes are dropped, and the app's next send() waits until
             # connection_lost has told it of the disconnect, instead of streaming into the void.
             self.write_paused = True
+            self._pending.clear()
             if not more_body:
                 self._response_done()
             return
@@ -132,16 +144,42 @@ class ResponseWriter:
             if data:
                 self._write_chunk(data)
             if not more_body:
-                self.transport.write(LAST_CHUNK)
-        elif self._resp_remaining is not None:
-            self._check_length(data, more_body)
-            if data:
-                self.transport.write(data)
+                self._pending.append(LAST_CHUNK)
         elif data:
-            self.transport.write(data)
+            if self._resp_remaining is not None:
+                self._check_length(data, more_body)
+            self._out(data)
+        elif not more_body and self._resp_remaining:
+            self._check_length(data, more_body)
         self._resp_bytes += len(data)
         if not more_body:
+            if self._pending:
+                self._flush()
             self._response_done()
+        elif self._pending_size >= _CORK_LIMIT:
+            self._flush()
+        elif self._pending and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _out(self, data: bytes) -> None:
+        """Queue bytes of a streamed response; write_body flushes them (see _CORK_LIMIT)."""
+        if len(data) > _JOIN_LIMIT:
+            self._flush()
+            self.transport.write(data)
+        else:
+            self._pending.append(data)
+            self._pending_size += len(data)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending = self._pending
+        if pending:
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            pending.clear()
+            self._pending_size = 0
+            if not self._closing:
+                self.transport.write(data)
 
     def _write_first(self, head: list[bytes], data: bytes, more_body: bool) -> None:
         """Write the held head with the first body part, choosing the framing (RFC 9112 6.3)."""
@@ -165,8 +203,6 @@ class ResponseWriter:
         elif not self._resp_http10:
             self._resp_chunked = True
             head.append(b"transfer-encoding: chunked\r\n")
-            if data:
-                data = chunk(data)
         else:
             close = True  # HTTP/1.0 and no length: the body ends when the connection closes
         if close:
@@ -176,23 +212,29 @@ class ResponseWriter:
             head.append(b"connection: keep-alive\r\n\r\n")
         else:
             head.append(b"\r\n")
-        if len(data) > _JOIN_LIMIT:
-            # Separate writes, not writelines(): asyncio's writelines on Python 3.12 never
-            # calls pause_writing, which would leave a slow reader's data unbounded.
-            self.transport.write(b"".join(head))
-            self.transport.write(data)
-        else:
-            head.append(data)
-            self.transport.write(b"".join(head))
+        if not more_body:
+            # The whole response at once: one write, or two for a big body (not copied).
+            if len(data) > _JOIN_LIMIT:
+                self.transport.write(b"".join(head))
+                self.transport.write(data)
+            else:
+                head.append(data)
+                self.transport.write(b"".join(head))
+            return
+        self._out(b"".join(head))
+        if self._resp_chunked:
+            if data:
+                self._write_chunk(data)
+        elif data:
+            self._out(data)
 
     def _write_chunk(self, data: bytes) -> None:
         if len(data) > _JOIN_LIMIT:
-            transport = self.transport
-            transport.write(b"%x\r\n" % len(data))
-            transport.write(data)
-            transport.write(b"\r\n")
+            self._out(b"%x\r\n" % len(data))
+            self._out(data)
+            self._out(b"\r\n")
         else:
-            self.transport.write(chunk(data))
+            self._out(chunk(data))
 
     def _check_length(self, data: bytes, more_body: bool) -> None:
         remaining = self._resp_remaining
