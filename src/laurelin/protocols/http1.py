@@ -81,7 +81,6 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
         "_raw_head",
         "_read_paused",
         "_read_paused_body",
-        "_request_keep_alive",
         "_timer",
         "_transfer_encoding",
         "_url",
@@ -98,18 +97,8 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.peer: PeerInfo = None  # type: ignore[assignment]
         self._parser = httptools.HttpRequestParser(self)
-        self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._dropped_headers = 0
-        self._feed_size = 0
-        self._intermediary = False
-        self._hosts = 0
-        self._transfer_encoding = False
-        self._raw_head = 0
+        # The per-request parse state is set by _begin_message before anything reads it.
         self._in_head = False
-        self._head_reads = 0
-        self._expect_continue = False
-        self._request_keep_alive = True
         self._parsing: HTTPCycle | None = None
         self._active: HTTPCycle | None = None
         self._pipeline: deque[tuple[HTTPCycle, bool, bool]] = deque()
@@ -125,7 +114,6 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
         self._deadline = 0.0
         self._deadline_kind = _IDLE
         self._init_response_state()
-        self.body_received = 0
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -236,7 +224,7 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
         self._head_reads = 0
         self._raw_head = 0
         self._url = b""
-        self._headers = []
+        self._headers: list[tuple[bytes, bytes]] = []
         self._dropped_headers = 0
         self._expect_continue = False
         self._intermediary = False
@@ -345,7 +333,7 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
             length = _content_length(headers)
             if length is not None and length > settings.limit_max_body_size:
                 raise _TooLarge(413)
-        self._request_keep_alive = keep_alive = parser.should_keep_alive()
+        keep_alive = parser.should_keep_alive()
         cycle = HTTPCycle(scope, self, settings.ctx)
         self._parsing = cycle
         self._cycles.add(cycle)
