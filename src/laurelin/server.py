@@ -67,6 +67,7 @@ def build_settings(config: Config, ctx: ServerContext) -> ConnectionSettings:
         default_header_names=default_header_names(server_name, config.headers),
         date_header=DateHeader() if config.date_header else None,
         access_log=access_logger.isEnabledFor(logging.INFO),
+        writelines_pauses=not isinstance(ctx.loop, asyncio.BaseEventLoop),
     )
 
 

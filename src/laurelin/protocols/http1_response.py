@@ -165,21 +165,32 @@ class ResponseWriter:
     def _out(self, data: bytes) -> None:
         """Queue bytes of a streamed response; write_body flushes them (see _CORK_LIMIT)."""
         if len(data) > _JOIN_LIMIT:
-            self._flush()
-            self.transport.write(data)
+            # Big: not copied into the queue; what is queued goes out with it.
+            queued = self._take_pending()
+            if self._closing:
+                return
+            if queued:
+                self._write_parts(queued, data)
+            else:
+                self.transport.write(data)
         else:
             self._pending.append(data)
             self._pending_size += len(data)
 
+    def _take_pending(self) -> bytes:
+        pending = self._pending
+        if not pending:
+            return b""
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._pending_size = 0
+        return data
+
     def _flush(self) -> None:
         self._flush_scheduled = False
-        pending = self._pending
-        if pending:
-            data = pending[0] if len(pending) == 1 else b"".join(pending)
-            pending.clear()
-            self._pending_size = 0
-            if not self._closing:
-                self.transport.write(data)
+        data = self._take_pending()
+        if data and not self._closing:
+            self.transport.write(data)
 
     def _write_first(self, head: list[bytes], data: bytes, more_body: bool) -> None:
         """Write the held head with the first body part, choosing the framing (RFC 9112 6.3)."""
@@ -215,8 +226,7 @@ class ResponseWriter:
         if not more_body:
             # The whole response at once: one write, or two for a big body (not copied).
             if len(data) > _JOIN_LIMIT:
-                self.transport.write(b"".join(head))
-                self.transport.write(data)
+                self._write_parts(b"".join(head), data)
             else:
                 head.append(data)
                 self.transport.write(b"".join(head))
@@ -235,6 +245,16 @@ class ResponseWriter:
             self._out(b"\r\n")
         else:
             self._out(chunk(data))
+
+    def _write_parts(self, *parts: bytes) -> None:
+        """Several buffers in one go, without copying them into one."""
+        if self.settings.writelines_pauses:
+            self.transport.writelines(parts)
+        else:
+            # asyncio's writelines() on Python 3.12 never calls pause_writing, which would
+            # leave a slow reader's data unbounded: one write() each there.
+            for part in parts:
+                self.transport.write(part)
 
     def _check_length(self, data: bytes, more_body: bool) -> None:
         remaining = self._resp_remaining

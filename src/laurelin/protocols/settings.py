@@ -68,6 +68,9 @@ class ConnectionSettings:
     draining: bool = False
     # Whether access-log lines are wanted: read once at start-up, not per request.
     access_log: bool = False
+    # Whether transport.writelines() pauses the protocol when its buffer fills (uvloop: yes;
+    # asyncio on Python 3.12: no), so big bodies can go out without being joined first.
+    writelines_pauses: bool = False
 
     def __post_init__(self) -> None:
         self.special_header_names = self.default_header_names | {
