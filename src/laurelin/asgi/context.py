@@ -50,11 +50,10 @@ class ServerContext:
     # --forwarded-allow-ips is not given); else only from the peers this trusts.
     root_path_trust: ProxyTrust | None = None
     state: dict[str, Any] | None = None
-    start_task: TaskFactory | None = None
+    start_task: TaskFactory = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.start_task is None:
-            self.start_task = app_task_factory(self.loop)
+        self.start_task = app_task_factory(self.loop)
 
 
 @dataclass(slots=True)

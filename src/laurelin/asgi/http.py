@@ -164,11 +164,11 @@ class HTTPCycle:
     # -- wire side -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Run the app for this cycle (eagerly where the loop's task factory allows)."""
+        """Run the app for this cycle (eagerly on Python 3.12+: context.app_task_factory)."""
         ctx = self._ctx
         if ctx.http_timeout is not None:
             self._timeout_timer = ctx.loop.call_later(ctx.http_timeout, self._on_http_timeout)
-        self.task = ctx.start_task(self._run())  # type: ignore[misc]
+        self.task = ctx.start_task(self._run())
 
     def feed_body(self, data: bytes) -> None:
         """Request body bytes arrived from the wire."""
