@@ -18,7 +18,7 @@ import re
 import socket
 import struct
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
@@ -91,11 +91,12 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
         "transport",
     )
 
+    peer: PeerInfo
+
     def __init__(self, settings: ConnectionSettings) -> None:
         self.settings = settings
         self.loop = settings.ctx.loop
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.peer: PeerInfo = None  # type: ignore[assignment]
+        # transport and peer are set by connection_made, before anything reads them.
         self._parser = httptools.HttpRequestParser(self)
         # The per-request parse state is set by _begin_message before anything reads it.
         self._in_head = False
@@ -118,7 +119,7 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
         settings = self.settings
         self.peer = PeerInfo.from_addresses(
             settings.ctx,

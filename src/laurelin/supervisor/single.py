@@ -10,7 +10,7 @@ import socket
 import sys
 
 from laurelin.config import Config
-from laurelin.importer import AppLoadError, load_app
+from laurelin.importer import AppLoadError, ASGIApp, load_app
 from laurelin.listeners import EndpointError, ListenError, listen_specs, open_listener
 from laurelin.logs import configure_logging
 from laurelin.server import Server, StartupFailure
@@ -60,7 +60,7 @@ def run_from_config(config: Config) -> int:
         loop.close()
 
 
-async def _serve(config: Config, app: object, sockets: list[socket.socket]) -> int:
+async def _serve(config: Config, app: ASGIApp, sockets: list[socket.socket]) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -75,7 +75,7 @@ async def _serve(config: Config, app: object, sockets: list[socket.socket]) -> i
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
-    server = Server(config, app, sockets)  # type: ignore[arg-type]
+    server = Server(config, app, sockets)
     try:
         await server.serve(stop.wait)
     except StartupFailure as exc:
