@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from laurelin.asgi.context import ServerContext
 from laurelin.asgi.lifespan import Lifespan, LifespanFailure
-from laurelin.asgi.proxy import ProxyTrust
+from laurelin.asgi.proxy import DEFAULT_TRUSTED_PROXIES, ProxyTrust
 from laurelin.config import Config
 from laurelin.importer import ASGIApp
 from laurelin.listeners import describe_socket
@@ -27,8 +27,6 @@ from laurelin.protocols.http1_encoding import (
 from laurelin.protocols.settings import ConnectionSettings
 
 logger = logging.getLogger("laurelin.error")
-# Whose proxy headers are believed when --forwarded-allow-ips is not given.
-DEFAULT_FORWARDED_ALLOW_IPS = "127.0.0.1,::1,unix"
 
 
 class StartupFailure(Exception):
@@ -38,7 +36,7 @@ class StartupFailure(Exception):
 def build_context(config: Config, app: ASGIApp, loop: asyncio.AbstractEventLoop) -> ServerContext:
     """The bridge's server-wide context, derived once from Config."""
     explicit_trust = config.forwarded_allow_ips is not None
-    trust = ProxyTrust(config.forwarded_allow_ips or DEFAULT_FORWARDED_ALLOW_IPS)
+    trust = ProxyTrust(config.forwarded_allow_ips or DEFAULT_TRUSTED_PROXIES)
     return ServerContext(
         loop=loop,
         app=app,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from laurelin.asgi.proxy import ProxyTrust
+from laurelin.asgi.proxy import DEFAULT_TRUSTED_PROXIES, ProxyTrust
 from laurelin.importer import ASGIApp
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
@@ -45,7 +45,7 @@ class ServerContext:
     proxy_headers: bool = False
     proxy_host_header: bytes = b"x-forwarded-for"
     proxy_port_header: bytes = b"x-forwarded-port"
-    trust: ProxyTrust = field(default_factory=lambda: ProxyTrust("127.0.0.1,::1,unix"))
+    trust: ProxyTrust = field(default_factory=lambda: ProxyTrust(DEFAULT_TRUSTED_PROXIES))
     # None: Daphne-Root-Path is honoured from any peer (Daphne's behaviour, the default when
     # --forwarded-allow-ips is not given); else only from the peers this trusts.
     root_path_trust: ProxyTrust | None = None

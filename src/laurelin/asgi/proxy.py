@@ -13,6 +13,9 @@ from collections.abc import Sequence
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# Whose proxy headers are believed when --forwarded-allow-ips is not given.
+DEFAULT_TRUSTED_PROXIES = "127.0.0.1,::1,unix"
+
 
 class ProxyTrust:
     """The set of peers whose proxy headers are believed."""
