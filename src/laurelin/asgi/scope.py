@@ -1,13 +1,13 @@
 # laurelin.asgi.scope — request rules shared by every HTTP version, and the `http` scope.
 #
-# Daphne's request rules live here once: header names containing "_" are dropped (CVE-2015-0219
-# spoofing defence), header values with the control bytes \x0b \x0c \x1c \x1d \x1e \x85 are a
-# 400 (CVE-2026-44546), non-ASCII bytes in the path or query are a 400, `Daphne-Root-Path`
-# (URL-encoded) overrides --root-path and is removed from the headers. Proxy headers are applied
-# through laurelin.asgi.proxy. Scope keys follow the ASGI HTTP spec 2.5.
+# Daphne's rules on the request line live here: non-ASCII bytes in the path or query are a 400;
+# `Daphne-Root-Path` (URL-encoded) overrides --root-path and is removed from the headers. Proxy
+# headers are applied through laurelin.asgi.proxy. Scope keys follow the ASGI HTTP spec 2.5.
+# Daphne's header-field rules (names with "_" dropped, CVE-2015-0219; values with CTLs or \x85
+# a 400, CVE-2026-44546) are applied by each wire adapter while it parses, where they cost least
+# (protocols/http1.py: llhttp already refuses the CTLs, the adapter checks the rest).
 from __future__ import annotations
 
-import re
 from typing import Any
 from urllib.parse import unquote
 
@@ -15,10 +15,6 @@ from laurelin.asgi.context import ASGI_VERSION, PeerInfo, ServerContext
 from laurelin.asgi.proxy import parse_forwarded, pick_client, pick_index, split_host_port
 
 Headers = list[tuple[bytes, bytes]]
-
-BAD_HEADER_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f\x85]")
-"""Bytes never accepted in a request header value: CTLs other than HTAB (RFC 9110 5.5) and
-\\x85, which Python's str.splitlines() treats as a line break (Daphne's CVE-2026-44546)."""
 
 
 class BadRequest(Exception):

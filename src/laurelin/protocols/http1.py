@@ -244,7 +244,7 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # llhttp has already refused every CTL but HTAB (RFC 9110 5.5), so of Daphne's rule
-        # (asgi.scope.BAD_HEADER_VALUE) only \x85 can still be here.
+        # (CTLs and \x85, which str.splitlines() takes for a line break) only \x85 is left.
         # Byte membership is tested with ints: `b"_" in name` first tries the operand as an
         # int, fails with a formatted TypeError and retries; that cost more than all the rest.
         name = name.lower()
