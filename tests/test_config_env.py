@@ -18,7 +18,10 @@ from laurelin.cli import parse_config
 from laurelin.config import Config, convert_env, env_name, from_environ, option_fields
 
 APP = "cli_app:application"
-CANDIDATES = ("7", "3", "2.5", "0.25", "X-Sample:1", "X-Other:2", "sample", "other")
+CANDIDATES = (
+    *("7", "3", "2.5", "0.25", "X-Sample:1", "X-Other:2", "sample", "other"),
+    *("true", "false"),  # for options that take a boolean value
+)
 
 
 def env_fields() -> list[dataclasses.Field[Any]]:
@@ -78,6 +81,9 @@ def test_command_line_wins_over_the_environment(f: dataclasses.Field[Any]) -> No
         env_text, cli, expected = "false", [flag], True
     elif kind == "negate":
         env_text, cli, expected = "true", [flag], False
+    elif isinstance(f.default, bool):  # a boolean value: the command line sets the default back
+        env_text, cli_text = value_samples(f, 1)[0], str(f.default).lower()
+        cli, expected = [flag, cli_text], f.default
     else:
         env_text, cli_text = value_samples(f, 2)
         cli = [flag, cli_text] if flag else [cli_text]

@@ -450,6 +450,15 @@ class Config:
         parse=optional_int,
         metavar="BYTES",
     )
+    ws_per_message_deflate: bool = opt(
+        True,
+        "--ws-per-message-deflate",
+        help="Agree to permessage-deflate compression (RFC 7692) when a client offers it: "
+        "true or false.",
+        group="WebSocket",
+        parse=parse_bool,
+        metavar="BOOL",
+    )
 
     verbosity: int = opt(
         1,

@@ -25,6 +25,7 @@ from laurelin.protocols.http1_encoding import (
     encode_default_headers,
 )
 from laurelin.protocols.settings import ConnectionSettings
+from laurelin.protocols.ws_handshake import FramingSettings
 
 logger = logging.getLogger("laurelin.error")
 
@@ -48,6 +49,8 @@ def build_context(config: Config, app: ASGIApp, loop: asyncio.AbstractEventLoop)
         proxy_port_header=(config.proxy_headers_port or "x-forwarded-port").lower().encode(),
         trust=trust,
         root_path_trust=trust if explicit_trust else None,
+        websocket_connect_timeout=config.websocket_connect_timeout,
+        websocket_timeout=config.websocket_timeout,
     )
 
 
@@ -65,6 +68,13 @@ def build_settings(config: Config, ctx: ServerContext) -> ConnectionSettings:
         default_header_names=default_header_names(server_name, config.headers),
         date_header=DateHeader() if config.date_header else None,
         access_log=access_logger.isEnabledFor(logging.INFO),
+        websocket=FramingSettings(
+            max_message_size=config.websocket_max_message_size,
+            max_frame_size=config.websocket_max_frame_size,
+            per_message_deflate=config.ws_per_message_deflate,
+        ),
+        ws_ping_interval=config.ping_interval,
+        ws_ping_timeout=config.ping_timeout,
         writelines_pauses=not isinstance(ctx.loop, asyncio.BaseEventLoop),
     )
 

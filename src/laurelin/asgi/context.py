@@ -50,6 +50,9 @@ class ServerContext:
     # --forwarded-allow-ips is not given); else only from the peers this trusts.
     root_path_trust: ProxyTrust | None = None
     state: dict[str, Any] | None = None
+    # WebSocket: seconds the app has to accept (then 403), and the longest lifetime (then close).
+    websocket_connect_timeout: float | None = 5.0
+    websocket_timeout: float | None = None
     start_task: TaskFactory = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -29,7 +29,7 @@ logger = logging.getLogger("laurelin.error")
 BODY_HIGH_WATER = 65536
 
 # RFC 9110 5.1: a header name is a token (5.5: a value never holds CR, LF or NUL; see below).
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 _PENDING, _STARTED, _DONE = 0, 1, 2
 
@@ -113,7 +113,7 @@ def _as_bytes(value: Any, item: Any) -> bytes:
 
 def _check_name(name: Any, item: Any) -> bytes:
     raw = _as_bytes(name, item)
-    if _TOKEN.fullmatch(raw) is None:
+    if TOKEN.fullmatch(raw) is None:
         raise RuntimeError(f"Invalid response header name {raw!r}")
     lname = raw.lower()
     if type(name) is bytes:

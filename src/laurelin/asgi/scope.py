@@ -18,11 +18,13 @@ Headers = list[tuple[bytes, bytes]]
 
 
 class BadRequest(Exception):
-    """The request breaks a rule: answer with `status` (400 unless said otherwise)."""
+    """The request breaks a rule: answer with `status` (400 unless said otherwise), adding
+    `headers` to the error page."""
 
-    def __init__(self, reason: str, status: int = 400) -> None:
+    def __init__(self, reason: str, status: int = 400, headers: Headers | None = None) -> None:
         super().__init__(reason)
         self.status = status
+        self.headers = headers or []
 
 
 def decode_path(raw_path: bytes) -> str:
@@ -79,6 +81,16 @@ def build_http_scope(
     }
     if ctx.state is not None:
         scope["state"] = ctx.state.copy()
+    return scope
+
+
+def websocket_scope(scope: dict[str, Any], subprotocols: list[str]) -> dict[str, Any]:
+    """Turn the `http` scope of an upgrade request into its `websocket` scope (in place)."""
+    scope["type"] = "websocket"
+    scope["scheme"] = "wss" if scope["scheme"] in ("https", "wss") else "ws"
+    del scope["method"]
+    scope["subprotocols"] = subprotocols
+    scope["extensions"]["websocket.http.response"] = {}
     return scope
 
 

@@ -24,14 +24,31 @@ import httptools
 
 from laurelin.asgi.context import PeerInfo
 from laurelin.asgi.http import HTTPCycle
-from laurelin.asgi.scope import BadRequest, build_http_scope
+from laurelin.asgi.scope import BadRequest, build_http_scope, websocket_scope
+from laurelin.asgi.websocket import WebSocketCycle
 from laurelin.logs import error_logger, log_access
 from laurelin.protocols.http1_encoding import CONTINUE
 from laurelin.protocols.http1_response import ResponseWriter
+from laurelin.protocols.websocket import WebSocketConnection
+from laurelin.protocols.ws_handshake import (
+    check_upgrade,
+    is_websocket_upgrade,
+    offered_subprotocols,
+    open_framing,
+    response_head,
+)
 
 if TYPE_CHECKING:
+    from websockets.server import ServerProtocol
+
     from laurelin.protocols.settings import ConnectionSettings
 
+# What one connection runs: HTTP requests, and at most one WebSocket handshake at its end.
+Cycle = HTTPCycle | WebSocketCycle
+
+# Bytes a client may send after its WebSocket handshake request, before the app has answered
+# it; then reading pauses until it has.
+WS_EARLY_LIMIT = 65536
 # Seconds a connection we are closing after an error keeps reading (and discarding) before it
 # is dropped, so the client sees our response instead of a reset (RFC 9112 9.6).
 LINGER_SECONDS = 2.0
@@ -55,6 +72,21 @@ class _TooLarge(Exception):
         self.status = status
 
 
+class _PendingUpgrade:
+    """A WebSocket handshake waiting for the app's answer."""
+
+    __slots__ = ("cycle", "early", "extensions", "framing", "key")
+
+    def __init__(
+        self, cycle: WebSocketCycle, key: bytes, framing: ServerProtocol, extensions: bytes | None
+    ) -> None:
+        self.cycle = cycle
+        self.key = key
+        self.framing = framing
+        self.extensions = extensions
+        self.early = bytearray()  # what the client sent after its handshake request
+
+
 class HTTP1Connection(ResponseWriter, asyncio.Protocol):
     """One client connection speaking HTTP/1.x; the sink of its requests' ASGI cycles."""
 
@@ -65,6 +97,7 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
         "_deadline",
         "_deadline_kind",
         "_deferred_error",
+        "_deferred_headers",
         "_drain_waiters",
         "_dropped_headers",
         "_expect_continue",
@@ -83,7 +116,9 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
         "_read_paused_body",
         "_timer",
         "_transfer_encoding",
+        "_upgrade",
         "_url",
+        "_ws",
         "body_received",
         "loop",
         "peer",
@@ -101,10 +136,12 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
         # The per-request parse state is set by _begin_message before anything reads it.
         self._in_head = False
         self._parsing: HTTPCycle | None = None
-        self._active: HTTPCycle | None = None
-        self._pipeline: deque[tuple[HTTPCycle, bool, bool]] = deque()
-        self._cycles: set[HTTPCycle] = set()
+        self._active: Cycle | None = None
+        self._pipeline: deque[tuple[Cycle, bool, bool]] = deque()
+        self._cycles: set[Cycle] = set()
         self._deferred_error = 0
+        self._deferred_headers: list[tuple[bytes, bytes]] = []
+        self._ws: _PendingUpgrade | None = None
         self._closing = False
         self._lost = False
         self._read_paused = False
@@ -144,6 +181,9 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
+            return
+        if self._ws is not None:
+            self._hold_early(data)
             return
         if self._deadline_kind == _KEEPALIVE:
             self._deadline_kind = _HEAD
@@ -194,7 +234,7 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
             if isinstance(cause, _TooLarge):
                 self._refuse(cause.status)
             elif isinstance(cause, BadRequest):
-                self._refuse(cause.status, str(cause))
+                self._refuse(cause.status, str(cause), cause.headers)
             else:
                 error_logger.exception("Error parsing request", exc_info=cause)
                 self._refuse(400)
@@ -231,6 +271,7 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
         self._intermediary = False
         self._hosts = 0
         self._transfer_encoding = False
+        self._upgrade: bytes | None = None
         self.body_received = 0
 
     def on_url(self, url: bytes) -> None:
@@ -269,6 +310,8 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
         elif name == b"expect":
             if value.lower() == b"100-continue":
                 self._expect_continue = True
+        elif name == b"upgrade":
+            self._upgrade = value
         else:
             self._intermediary = True  # Daphne-Root-Path or a proxy header: the scope looks
         self._headers.append((name, value))
@@ -334,6 +377,13 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
             length = _content_length(headers)
             if length is not None and length > settings.limit_max_body_size:
                 raise _TooLarge(413)
+        if (
+            self._upgrade is not None
+            and parser.should_upgrade()
+            and is_websocket_upgrade(self._upgrade)
+        ):
+            self._begin_websocket(scope, method, http_version, headers)
+            return
         keep_alive = parser.should_keep_alive()
         cycle = HTTPCycle(scope, self, settings.ctx)
         self._parsing = cycle
@@ -345,6 +395,70 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
             # A pipelined request: hold further input until the current response is done.
             self._read_paused = True
             self.transport.pause_reading()
+
+    def _begin_websocket(
+        self,
+        scope: dict[str, object],
+        method: str,
+        http_version: str,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Queue a WebSocket handshake (RFC 6455 4.2): the app answers it when its turn comes.
+        Input after it is held (it is frames, not HTTP) until the app has accepted."""
+        key = check_upgrade(method, http_version, headers)
+        framing, extensions = open_framing(self.settings.websocket, headers)
+        cycle = WebSocketCycle(
+            websocket_scope(scope, offered_subprotocols(headers)), self, self.settings.ctx
+        )
+        self._ws = _PendingUpgrade(cycle, key, framing, extensions)
+        self._cycles.add(cycle)
+        self._pipeline.append((cycle, False, False))
+
+    def _hold_early(self, data: bytes) -> None:
+        pending = self._ws
+        assert pending is not None
+        pending.early += data
+        if len(pending.early) > WS_EARLY_LIMIT and not self._read_paused:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def accept_websocket(
+        self, cycle: WebSocketCycle, subprotocol: str | None, headers: list[tuple[bytes, bytes]]
+    ) -> WebSocketConnection:
+        """Complete the handshake with a 101 and hand the transport to a WebSocketConnection;
+        this HTTP/1.1 connection is done with it."""
+        pending = self._ws
+        assert pending is not None and pending.cycle is cycle
+        settings = self.settings
+        date = settings.date_header
+        transport = self.transport
+        transport.write(
+            response_head(
+                pending.key,
+                subprotocol,
+                pending.extensions,
+                settings.default_headers,
+                date.line() if date is not None else b"",
+                headers,
+            )
+        )
+        conn = WebSocketConnection(
+            settings, transport, cycle, pending.framing, bytes(pending.early)
+        )
+        self._ws = None
+        self._closing = True
+        self._active = None
+        self._cycles.discard(cycle)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        settings.connections.discard(self)
+        settings.connections.add(conn)
+        transport.set_protocol(conn)
+        if self._read_paused:
+            self._read_paused = False
+            transport.resume_reading()
+        return conn
 
     def on_body(self, body: bytes) -> None:
         cycle = self._parsing
@@ -379,7 +493,7 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
         if self._read_paused and not self._pipeline:
             self._maybe_resume_reading()
 
-    def cycle_finished(self, cycle: HTTPCycle) -> None:
+    def cycle_finished(self, cycle: Cycle) -> None:
         self._cycles.discard(cycle)
 
     # -- HTTPSink ----------------------------------------------------------------------------------
@@ -416,7 +530,7 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
         if cycle is None:
             return
         self._active = None
-        if self.settings.access_log:
+        if self.settings.access_log and type(cycle) is HTTPCycle:
             scope = cycle.scope
             query = scope["query_string"]
             target = scope["raw_path"].decode("ascii")
@@ -427,13 +541,13 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
             return
         if cycle.more_body or not self._resp_keep_alive or self.settings.draining:
             # Unread request body, Connection: close, HTTP/1.0 without length, or draining.
-            self._close(linger=cycle.more_body)
+            self._close(linger=cycle.more_body or self._ws is not None)
             return
         if self._pipeline:
             self.loop.call_soon(self._start_next)
             return
         if self._deferred_error:
-            self._write_error(self._deferred_error)
+            self._write_error(self._deferred_error, self._deferred_headers)
             return
         self._arm(_KEEPALIVE, self.settings.timeout_keep_alive)
         if self._read_paused:
@@ -472,7 +586,9 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
 
     # -- errors, timers and closing ----------------------------------------------------------------
 
-    def _refuse(self, status: int, reason: str = "") -> None:
+    def _refuse(
+        self, status: int, reason: str = "", headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         """Answer a request the parser or a limit refused, then close (after pending responses)."""
         if error_logger.isEnabledFor(logging.DEBUG):
             error_logger.debug("Refusing request with %d: %s", status, reason or "limit")
@@ -492,11 +608,12 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
             self._start_next()  # requests parsed before the bad one are answered first
         if self._active is not None or self._pipeline:
             self._deferred_error = status
+            self._deferred_headers = headers or []
             if not self._read_paused:
                 self._read_paused = True
                 self.transport.pause_reading()
             return
-        self._write_error(status)
+        self._write_error(status, headers)
 
     def _close(self, linger: bool) -> None:
         if self._closing:
@@ -550,6 +667,12 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
             self._resp_keep_alive = False
 
     def _on_upgrade(self, rest: bytes) -> None:
+        if self._ws is not None:
+            # A WebSocket handshake: what follows it is frames, held until the app accepts.
+            self._ws.early += rest
+            if self._active is None and self._pipeline:
+                self._start_next()
+            return
         # Protocol upgrades this connection does not perform (e.g. h2c before HTTP/2 exists) are
         # ignored: the request was served as plain HTTP/1.1; bytes after it start a new request.
         self._parser = httptools.HttpRequestParser(self)

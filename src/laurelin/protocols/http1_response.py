@@ -18,6 +18,7 @@ from laurelin.protocols.http1_encoding import LAST_CHUNK, STATUS_LINES, chunk
 
 if TYPE_CHECKING:
     from laurelin.asgi.http import HTTPCycle
+    from laurelin.asgi.websocket import WebSocketCycle
     from laurelin.protocols.settings import ConnectionSettings
 
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -51,9 +52,9 @@ class ResponseWriter:
     # Owned by HTTP1Connection; declared here for the type checker.
     settings: ConnectionSettings
     transport: asyncio.Transport
-    _active: HTTPCycle | None
+    _active: HTTPCycle | WebSocketCycle | None
     _closing: bool
-    _pipeline: deque[tuple[HTTPCycle, bool, bool]]
+    _pipeline: deque[tuple[HTTPCycle | WebSocketCycle, bool, bool]]
     loop: asyncio.AbstractEventLoop
 
     def _init_response_state(self) -> None:
@@ -115,7 +116,7 @@ class ResponseWriter:
         scope = active.scope
         self._expect_pending = False  # answered without reading: no 100 Continue any more
         self._resp_head = parts
-        self._resp_head_request = scope["method"] == "HEAD"
+        self._resp_head_request = scope.get("method") == "HEAD"  # none in a websocket scope
         if status in _NO_BODY_STATUS or self._resp_head_request:
             self._resp_no_body = True
             self._resp_remaining = None
@@ -271,12 +272,16 @@ class ResponseWriter:
         self.abort()
         raise RuntimeError("The app's response body is shorter than its Content-Length")
 
-    def _write_error(self, status: int) -> None:
+    def _write_error(
+        self, status: int, extra_headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         self._pipeline.clear()
         headers, body = error_page(status)
         parts = [STATUS_LINES[status], self.settings.default_headers]
         if self.settings.date_header is not None:
             parts.append(self.settings.date_header.line())
+        if extra_headers:
+            headers = [*extra_headers, *headers]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
         parts += (b"connection: close\r\n\r\n", body)

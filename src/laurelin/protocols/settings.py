@@ -10,6 +10,7 @@ from typing import Any
 
 from laurelin.asgi.context import ServerContext
 from laurelin.protocols.http1_encoding import DateHeader
+from laurelin.protocols.ws_handshake import FramingSettings
 
 
 class ConnectionRegistry:
@@ -66,6 +67,11 @@ class ConnectionSettings:
     extensions: dict[str, Any] = field(default_factory=dict)
     connections: ConnectionRegistry = field(default_factory=ConnectionRegistry)
     draining: bool = False
+    # WebSocket framing limits and extensions; keep-alive ping interval and pong timeout (0: no
+    # pings).
+    websocket: FramingSettings = field(default_factory=FramingSettings)
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 30.0
     # Whether access-log lines are wanted: read once at start-up, not per request.
     access_log: bool = False
     # Whether transport.writelines() pauses the protocol when its buffer fills (uvloop: yes;
@@ -84,6 +90,7 @@ class ConnectionSettings:
             {
                 b"expect",
                 b"host",
+                b"upgrade",
                 b"transfer-encoding",
                 b"daphne-root-path",
                 b"x-forwarded-proto",

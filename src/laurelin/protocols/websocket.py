@@ -1,0 +1,320 @@
+# laurelin.protocols.websocket — an accepted WebSocket over one transport (RFC 6455).
+#
+# Owns the frames after the 101: the `websockets` sans-I/O framing (C speedups, permessage-
+# deflate) in, complete messages out to the WebSocketCycle (fragments reassembled, text checked
+# for UTF-8 as it arrives: 1007), protocol errors (1002, 1009 over the size limits) closing with
+# the right code, the server's keep-alive pings (--ping-interval of silence, then a ping; no
+# pong within --ping-timeout: close 1011), the closing handshake with a deadline, read and
+# write backpressure, and graceful shutdown (1001). The handshake is protocols/ws_handshake.py's
+# and the HTTP/1.1 connection's; the ASGI rules are the bridge's (asgi/websocket.py).
+from __future__ import annotations
+
+import asyncio
+import codecs
+import os
+from typing import TYPE_CHECKING, cast
+
+from websockets.frames import Frame, Opcode
+
+from laurelin.asgi.websocket import ABNORMAL_CLOSURE, INTERNAL_ERROR, WebSocketCycle
+
+if TYPE_CHECKING:
+    from websockets.server import ServerProtocol
+
+    from laurelin.protocols.settings import ConnectionSettings
+
+# Seconds the client has to answer our close frame (or drain our last bytes) before the
+# connection is dropped.
+CLOSE_TIMEOUT = 5.0
+INVALID_DATA = 1007
+
+_TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
+_CLOSE, _PONG = Opcode.CLOSE, Opcode.PONG
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class WebSocketConnection(asyncio.Protocol):
+    """One accepted WebSocket: the transport's protocol after the handshake, and the sink of
+    its WebSocketCycle."""
+
+    __slots__ = (
+        "_closing",
+        "_decoder",
+        "_drain_waiters",
+        "_early",
+        "_framing",
+        "_lost",
+        "_parts",
+        "_ping",
+        "_read_paused",
+        "_rx",
+        "_text_parts",
+        "_timer",
+        "cycle",
+        "loop",
+        "settings",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        transport: asyncio.Transport,
+        cycle: WebSocketCycle,
+        framing: ServerProtocol,
+        early: bytes,
+    ) -> None:
+        self.settings = settings
+        self.loop = settings.ctx.loop
+        self.transport = transport
+        self.cycle = cycle
+        self._framing = framing
+        self.write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._read_paused = False
+        self._closing = False  # our close frame is out (or the transport is closing)
+        self._lost = False
+        # The message being reassembled from fragments: bytes parts, or decoded text parts.
+        self._parts: list[bytes] | None = None
+        self._text_parts: list[str] | None = None
+        self._decoder: codecs.IncrementalDecoder | None = None
+        self._rx = True  # traffic since the last keep-alive check
+        self._ping: bytes | None = None  # payload of the ping awaiting its pong
+        self._timer: asyncio.TimerHandle | None = None
+        self._early = early  # what the client sent after its handshake request
+
+    def opened(self) -> None:
+        """The cycle is ready for frames: start the keep-alive and read what came early."""
+        self._arm_keepalive()
+        if self.settings.draining:
+            self.cycle.shutdown()
+        early, self._early = self._early, b""
+        if early and not self._closing:
+            self.data_received(early)
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self._rx = True
+        framing = self._framing
+        framing.receive_data(data)
+        events = framing.events_received()
+        if events:
+            self._handle(cast("list[Frame]", events))
+        if framing.parser_exc is not None:
+            self._parser_failed()
+        self._write_out()
+
+    def eof_received(self) -> bool | None:
+        self._framing.receive_eof()
+        self._write_out()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.settings.connections.discard(self)
+        framing = self._framing
+        rcvd = framing.close_rcvd
+        if rcvd is not None:
+            self.cycle.on_disconnect(rcvd.code, rcvd.reason)
+        else:
+            self.cycle.on_disconnect(ABNORMAL_CLOSURE, "")
+        self.write_paused = True
+        self._wake_writers()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_writers()
+
+    # -- frames in -------------------------------------------------------------------------------
+
+    def _handle(self, events: list[Frame]) -> None:
+        cycle = self.cycle
+        for frame in events:
+            opcode = frame.opcode
+            if opcode is _TEXT:
+                if self._closing:
+                    continue
+                if frame.fin:
+                    try:
+                        text = str(frame.data, "utf-8")
+                    except UnicodeDecodeError:
+                        self._fail(INVALID_DATA, "invalid UTF-8 in a text message")
+                        return
+                    cycle.feed_message(text)
+                else:
+                    self._decoder = _utf8_decoder()
+                    self._text_parts = []
+                    if not self._decode_part(frame.data, False):
+                        return
+            elif opcode is _BINARY:
+                if self._closing:
+                    continue
+                if frame.fin:
+                    cycle.feed_message(bytes(frame.data))
+                else:
+                    self._parts = [bytes(frame.data)]
+            elif opcode is _CONT:
+                fin = frame.fin
+                if self._text_parts is not None:
+                    if not self._decode_part(frame.data, fin):
+                        return
+                    if fin:
+                        text = "".join(self._text_parts)
+                        self._text_parts = None
+                        self._decoder = None
+                        if not self._closing:
+                            cycle.feed_message(text)
+                elif self._parts is not None:
+                    self._parts.append(bytes(frame.data))
+                    if fin:
+                        data = b"".join(self._parts)
+                        self._parts = None
+                        if not self._closing:
+                            cycle.feed_message(data)
+            elif opcode is _PONG:
+                if self._ping is not None and frame.data == self._ping:
+                    self._ping = None
+            elif opcode is _CLOSE:
+                rcvd = self._framing.close_rcvd
+                assert rcvd is not None
+                self.cycle.on_disconnect(rcvd.code, rcvd.reason)
+            # PING: the framing has already queued the pong.
+
+    def _decode_part(self, data: bytes | bytearray | memoryview, final: bool) -> bool:
+        decoder = self._decoder
+        parts = self._text_parts
+        assert decoder is not None and parts is not None
+        try:
+            parts.append(decoder.decode(data, final))
+        except UnicodeDecodeError:
+            self._fail(INVALID_DATA, "invalid UTF-8 in a text message")
+            return False
+        return True
+
+    def _parser_failed(self) -> None:
+        """The framing refused the input (1002, 1009, ...) and queued its close frame."""
+        sent = self._framing.close_sent
+        if sent is not None:
+            self.cycle.on_disconnect(sent.code, sent.reason)
+        else:
+            self.cycle.on_disconnect(ABNORMAL_CLOSURE, "")
+        self._closing = True
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Close at once for a protocol error of ours to report (RFC 6455 7.1.7)."""
+        if not self._closing:
+            self._closing = True
+            self._framing.fail(code, reason)
+            self._arm(CLOSE_TIMEOUT)
+        self.cycle.on_disconnect(code, reason)
+
+    # -- frames out: the WebSocketSink the cycle talks to --------------------------------------
+
+    def send_message(self, data: str | bytes) -> None:
+        if self._closing:
+            return
+        if isinstance(data, str):
+            self._framing.send_text(data.encode())
+        else:
+            self._framing.send_binary(data)
+        self._write_out()
+
+    def close(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._framing.send_close(code, reason)
+        self._write_out()
+        self._arm(CLOSE_TIMEOUT)
+
+    def pause_reading(self) -> None:
+        if not self._read_paused and not self._lost:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._read_paused and not self._lost:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    async def wait_writable(self) -> None:
+        if not self.write_paused or self._lost:
+            return
+        waiter = self.loop.create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    def abort(self) -> None:
+        self._closing = True
+        self.transport.abort()
+
+    def _write_out(self) -> None:
+        out = self._framing.data_to_send()
+        if not out:
+            return
+        eof = not out[-1]  # the framing's end-of-stream marker: close the TCP connection
+        if eof:
+            out.pop()
+        if out and not self._lost:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if eof:
+            self._closing = True
+            self.transport.close()
+            self._arm(CLOSE_TIMEOUT)  # a client that never drains our last bytes is dropped
+
+    def _wake_writers(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- server side: keep-alive pings, shutdown -----------------------------------------------
+
+    def _arm_keepalive(self) -> None:
+        interval = self.settings.ws_ping_interval
+        if interval:
+            self._arm(interval)
+
+    def _arm(self, seconds: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(seconds, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._lost:
+            return
+        if self._closing:
+            self.transport.abort()  # the closing handshake or our last write did not finish
+            return
+        if self._ping is not None:
+            self._fail(INTERNAL_ERROR, "keepalive ping timeout")
+            self._write_out()
+            return
+        if self._rx:
+            self._rx = False  # traffic since the last check: look again one interval later
+            self._arm_keepalive()
+            return
+        self._ping = os.urandom(4)
+        self._framing.send_ping(self._ping)
+        self._write_out()
+        self._arm(self.settings.ws_ping_timeout)
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: close with 1001 (going away)."""
+        self.cycle.shutdown()
+
+    def cancel_apps(self) -> None:
+        """Cancel the app task if it is still running (end of a drain)."""
+        task = self.cycle.task
+        if task is not None and not task.done():
+            task.cancel()
