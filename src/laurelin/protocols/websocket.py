@@ -44,11 +44,10 @@ class WebSocketConnection(asyncio.Protocol):
         "_early",
         "_framing",
         "_lost",
-        "_parts",
+        "_partial",
         "_ping",
         "_read_paused",
         "_rx",
-        "_text_parts",
         "_timer",
         "cycle",
         "loop",
@@ -75,9 +74,8 @@ class WebSocketConnection(asyncio.Protocol):
         self._read_paused = False
         self._closing = False  # our close frame is out (or the transport is closing)
         self._lost = False
-        # The message being reassembled from fragments: bytes parts, or decoded text parts.
-        self._parts: list[bytes] | None = None
-        self._text_parts: list[str] | None = None
+        # The message being reassembled from fragments, and for text the UTF-8 check of it.
+        self._partial: bytearray | None = None
         self._decoder: codecs.IncrementalDecoder | None = None
         self._rx = True  # traffic since the last keep-alive check
         self._ping: bytes | None = None  # payload of the ping awaiting its pong
@@ -151,9 +149,9 @@ class WebSocketConnection(asyncio.Protocol):
                         return
                     cycle.feed_message(text)
                 else:
+                    self._partial = bytearray(frame.data)
                     self._decoder = _utf8_decoder()
-                    self._text_parts = []
-                    if not self._decode_part(frame.data, False):
+                    if not self._check_utf8(frame.data, False):
                         return
             elif opcode is _BINARY:
                 if self._closing:
@@ -161,25 +159,25 @@ class WebSocketConnection(asyncio.Protocol):
                 if frame.fin:
                     cycle.feed_message(bytes(frame.data))
                 else:
-                    self._parts = [bytes(frame.data)]
+                    self._partial = bytearray(frame.data)
+                    self._decoder = None
             elif opcode is _CONT:
+                partial = self._partial
+                if partial is None:
+                    continue  # cannot happen: the framing refuses a stray continuation
+                partial += frame.data
                 fin = frame.fin
-                if self._text_parts is not None:
-                    if not self._decode_part(frame.data, fin):
-                        return
-                    if fin:
-                        text = "".join(self._text_parts)
-                        self._text_parts = None
+                if self._decoder is not None and not self._check_utf8(frame.data, fin):
+                    return
+                if fin:
+                    self._partial = None
+                    if self._closing:
+                        continue
+                    if self._decoder is not None:
                         self._decoder = None
-                        if not self._closing:
-                            cycle.feed_message(text)
-                elif self._parts is not None:
-                    self._parts.append(bytes(frame.data))
-                    if fin:
-                        data = b"".join(self._parts)
-                        self._parts = None
-                        if not self._closing:
-                            cycle.feed_message(data)
+                        cycle.feed_message(str(partial, "utf-8"))
+                    else:
+                        cycle.feed_message(bytes(partial))
             elif opcode is _PONG:
                 if self._ping is not None and frame.data == self._ping:
                     self._ping = None
@@ -189,12 +187,13 @@ class WebSocketConnection(asyncio.Protocol):
                 self.cycle.on_disconnect(rcvd.code, rcvd.reason)
             # PING: the framing has already queued the pong.
 
-    def _decode_part(self, data: bytes | bytearray | memoryview, final: bool) -> bool:
+    def _check_utf8(self, data: bytes | bytearray | memoryview, final: bool) -> bool:
+        """Validate a fragment of a text message as it arrives, so that invalid UTF-8 fails
+        the connection at once (1007) instead of after the whole message."""
         decoder = self._decoder
-        parts = self._text_parts
-        assert decoder is not None and parts is not None
+        assert decoder is not None
         try:
-            parts.append(decoder.decode(data, final))
+            decoder.decode(data, final)
         except UnicodeDecodeError:
             self._fail(INVALID_DATA, "invalid UTF-8 in a text message")
             return False
