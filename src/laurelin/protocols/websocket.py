@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import os
+import struct
 from typing import TYPE_CHECKING, cast
 
 from websockets.frames import Frame, Opcode
@@ -31,6 +32,10 @@ INVALID_DATA = 1007
 _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 _CLOSE, _PONG = Opcode.CLOSE, Opcode.PONG
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
+_HEAD16 = struct.Struct("!BBH")
+_HEAD64 = struct.Struct("!BBQ")
+# A payload larger than this is written after its header instead of copied behind it.
+_JOIN_LIMIT = 16384
 
 
 class WebSocketConnection(asyncio.Protocol):
@@ -221,11 +226,37 @@ class WebSocketConnection(asyncio.Protocol):
     def send_message(self, data: str | bytes) -> None:
         if self._closing:
             return
+        framing = self._framing
         if isinstance(data, str):
-            self._framing.send_text(data.encode())
+            payload = data.encode()
+            if framing.extensions:
+                framing.send_text(payload)
+                self._write_out()
+                return
+            first = 0x81  # FIN + text
         else:
-            self._framing.send_binary(data)
-        self._write_out()
+            payload = data
+            if framing.extensions:
+                framing.send_binary(payload)
+                self._write_out()
+                return
+            first = 0x82  # FIN + binary
+        # No extension to apply: the frame is a fixed header and the payload (RFC 6455 5.2),
+        # written directly instead of through the framing's general serializer.
+        size = len(payload)
+        if size < 126:
+            head = bytes((first, size))
+        elif size < 65536:
+            head = _HEAD16.pack(first, 126, size)
+        else:
+            head = _HEAD64.pack(first, 127, size)
+        if size <= _JOIN_LIMIT:
+            self.transport.write(head + payload)
+        elif self.settings.writelines_pauses:
+            self.transport.writelines((head, payload))
+        else:  # asyncio's writelines() on 3.12 never pauses the protocol (http1_response.py)
+            self.transport.write(head)
+            self.transport.write(payload)
 
     def close(self, code: int, reason: str) -> None:
         if self._closing:
