@@ -186,6 +186,9 @@ class WebSocketConnection(asyncio.Protocol):
             elif opcode is _PONG:
                 if self._ping is not None and frame.data == self._ping:
                     self._ping = None
+                    if not self._closing:
+                        self._rx = False
+                        self._arm_keepalive()  # the next ping one interval after this pong
             elif opcode is _CLOSE:
                 rcvd = self._framing.close_rcvd
                 assert rcvd is not None
