@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test check lint types unit pytest bench docs clean
+.PHONY: demo test check lint types unit pytest bench docs clean compliance
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,8 @@ demo: $(STAMP)
 	$(BIN)/laurelin --app-dir examples hello:application -b 127.0.0.1 -p 8000
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples compliance
+	$(BIN)/ruff format --check src tests bench examples compliance
 
 types: $(STAMP)
 	$(BIN)/mypy
@@ -40,6 +40,11 @@ docs: $(STAMP)
 
 bench:
 	bench/run.sh
+
+# WebSocket conformance: the Autobahn TestSuite against laurelin (about 15 minutes; see
+# compliance/README.md). A subset: make compliance COMPLIANCE_ARGS="--cases '1.*,2.*'"
+compliance: $(STAMP)
+	$(BIN)/python compliance/autobahn.py $(COMPLIANCE_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-* .mypy_cache .ruff_cache .pytest_cache

@@ -136,6 +136,19 @@ def test_valid_close_codes_reach_the_app(server: ServerProcess, code: int) -> No
     assert disconnect_event(server, tag) == f"disconnect:{code}:valid"
 
 
+def test_close_between_fragments_closes_normally(server: ServerProcess) -> None:
+    """RFC 6455 5.4: control frames may come between fragments; a close there ends the
+    unfinished message and is answered like any close (Autobahn 7.1.5), not with 1002."""
+    tag = uuid.uuid4().hex
+    with wsraw.connect(server.port, f"/echo?tag={tag}") as ws:
+        ws.sock.sendall(frame(TEXT, b"fragment1", fin=False))
+        ws.sock.sendall(frame(CLOSE, wsraw.close_payload(1000, "bye")))
+        ws.sock.sendall(frame(CONTINUATION, b"fragment2"))
+        code, _ = ws.expect_close(reply=False)
+        assert code == 1000
+    assert disconnect_event(server, tag) == "disconnect:1000:bye"
+
+
 def test_control_frames_of_125_bytes_are_fine(server: ServerProcess) -> None:
     tag = uuid.uuid4().hex
     with wsraw.connect(server.port, f"/echo?tag={tag}") as ws:

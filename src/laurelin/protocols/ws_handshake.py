@@ -18,6 +18,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHandshake
 from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import enable_server_permessage_deflate
+from websockets.frames import Frame, Opcode
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
@@ -30,6 +31,18 @@ _VERSION_HEADER = [(b"sec-websocket-version", b"13")]
 # is kept quiet, our own lines say what matters.
 _frames_logger = logging.getLogger("laurelin.websocket.frames")
 _frames_logger.setLevel(logging.WARNING)
+
+
+class Framing(ServerProtocol):
+    """The `websockets` server framing, with one change: a close frame in the middle of a
+    fragmented message closes normally. RFC 6455 5.4 lets control frames come between
+    fragments, and a close ends the message unfinished; the library would fail with 1002
+    (Autobahn case 7.1.5 expects the close to be echoed)."""
+
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.CLOSE:
+            self.current_size = None
+        super().recv_frame(frame)
 
 
 class BadHandshake(BadRequest):
@@ -105,14 +118,14 @@ class FramingSettings:
 
 def open_framing(
     settings: FramingSettings, headers: list[tuple[bytes, bytes]]
-) -> tuple[ServerProtocol, bytes | None]:
+) -> tuple[Framing, bytes | None]:
     """The framing for a WebSocket about to be accepted, already OPEN, and the
     Sec-WebSocket-Extensions response value (None when no extension was agreed).
 
     Raises:
         BadHandshake: the client's extension offer is malformed.
     """
-    framing = ServerProtocol(
+    framing = Framing(
         extensions=settings.extension_factories(),
         state=OPEN,
         max_size=(settings.max_message_size, settings.max_frame_size),
