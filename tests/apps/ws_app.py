@@ -289,6 +289,19 @@ async def slow_accept(scope: Scope, receive: Receive, send: Send, query: Query) 
     await echo_loop(receive, send, tag)
 
 
+async def record_messages(scope: Scope, receive: Receive, send: Send, query: Query) -> None:
+    """Accept, then record every message received (`text:LEN`, `bytes:LEN`) and the
+    disconnect, sending nothing."""
+    tag = query.get("tag", "")
+    await expect_connect(receive, tag)
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        record(tag, describe(message))
+        if message["type"] != "websocket.receive":
+            return
+
+
 async def never_receive(scope: Scope, receive: Receive, send: Send, query: Query) -> None:
     """Accept, then call receive() only once /release?tag=T was called; then count the
     messages until a text message "end" and record `received:COUNT:BYTES`."""
@@ -429,6 +442,7 @@ WS_ROUTES: dict[str, Handler] = {
     "/return-without-accept": return_without_accept,
     "/slow-accept": slow_accept,
     "/never-receive": never_receive,
+    "/record": record_messages,
     "/flood": flood,
     "/after-disconnect": after_disconnect,
 }

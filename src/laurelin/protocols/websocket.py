@@ -17,6 +17,11 @@ from typing import TYPE_CHECKING, cast
 
 from websockets.frames import Frame, Opcode
 
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # the C speedups are missing on this platform
+    from websockets.utils import apply_mask
+
 from laurelin.asgi.websocket import ABNORMAL_CLOSURE, INTERNAL_ERROR, WebSocketCycle
 
 if TYPE_CHECKING:
@@ -33,6 +38,10 @@ _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 _CLOSE, _PONG = Opcode.CLOSE, Opcode.PONG
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 _HEAD16 = struct.Struct("!BBH")
+_LENGTH16 = struct.Struct("!H")
+_LENGTH64 = struct.Struct("!Q")
+# Complete data frames up to this size are parsed here rather than by the framing (_split).
+_FAST_MAX = 16384
 _HEAD64 = struct.Struct("!BBQ")
 # A payload larger than this is written after its header instead of copied behind it.
 _JOIN_LIMIT = 16384
@@ -47,8 +56,11 @@ class WebSocketConnection(asyncio.Protocol):
         "_decoder",
         "_drain_waiters",
         "_early",
+        "_fast_max",
         "_framing",
+        "_held",
         "_lost",
+        "_owed",
         "_partial",
         "_ping",
         "_read_paused",
@@ -86,6 +98,12 @@ class WebSocketConnection(asyncio.Protocol):
         self._ping: bytes | None = None  # payload of the ping awaiting its pong
         self._timer: asyncio.TimerHandle | None = None
         self._early = early  # what the client sent after its handshake request
+        # Input splitting (see _split): bytes of an incomplete frame we hold, bytes of the
+        # current frame the framing has yet to see, and the largest frame handled here.
+        self._held = b""
+        self._owed = 0
+        limits = [_FAST_MAX, settings.websocket.max_message_size, settings.websocket.max_frame_size]
+        self._fast_max = min(limit for limit in limits if limit is not None)
 
     def opened(self) -> None:
         """The cycle is ready for frames: start the keep-alive and read what came early."""
@@ -100,6 +118,90 @@ class WebSocketConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._rx = True
+        if self._closing:
+            self._to_framing(data)  # only a close frame matters now; the framing finds it
+            return
+        owed = self._owed
+        if owed:
+            # The rest of a frame the framing is parsing: it is the framing's.
+            if len(data) <= owed:
+                self._owed = owed - len(data)
+                self._to_framing(data)
+                return
+            self._owed = 0
+            self._to_framing(data[:owed])
+            data = data[owed:]
+        if self._held:
+            data = self._held + data
+            self._held = b""
+        self._split(data)
+
+    def _split(self, data: bytes) -> None:
+        """Walk the input frame by frame (RFC 6455 5.2). A complete small data message in one
+        masked frame, the everyday case, is unmasked and delivered here; every other frame
+        (control frames, fragments, compressed or oversized ones, anything malformed) goes
+        whole to the framing, which then always stands at a frame boundary, as if it had seen
+        all the input. A frame's incomplete head, or an incomplete small frame, is held."""
+        end = len(data)
+        pos = 0
+        framing = self._framing
+        while pos < end:
+            if self._closing:
+                self._to_framing(data[pos:])
+                return
+            avail = end - pos
+            if avail < 2:
+                break
+            first = data[pos]
+            second = data[pos + 1]
+            if not second & 0x80:
+                # Unmasked: a protocol error (RFC 6455 5.1), the framing's to report (1002).
+                self._to_framing(data[pos:])
+                return
+            length = second & 0x7F
+            head = 6  # two bytes and the mask
+            if length == 126:
+                head = 8
+            elif length == 127:
+                head = 14
+            if avail < head:
+                break
+            if length == 126:
+                length = _LENGTH16.unpack_from(data, pos + 2)[0]
+            elif length == 127:
+                length = _LENGTH64.unpack_from(data, pos + 2)[0]
+            total = head + length
+            if (
+                (first == 0x81 or first == 0x82)  # FIN, no RSV bit, text or binary
+                and length <= self._fast_max
+                and framing.current_size is None  # not inside a fragmented message
+            ):
+                if avail < total:
+                    break
+                payload = apply_mask(
+                    data[pos + head : pos + total], data[pos + head - 4 : pos + head]
+                )
+                pos += total
+                if first == 0x81:
+                    try:
+                        text = str(payload, "utf-8")
+                    except UnicodeDecodeError:
+                        self._fail(INVALID_DATA, "invalid UTF-8 in a text message")
+                        self._write_out()
+                        return
+                    self.cycle.feed_message(text)
+                else:
+                    self.cycle.feed_message(payload)
+                continue
+            # The framing's frame: what is here of it now, the rest as it comes.
+            chunk = data[pos : pos + total]
+            self._owed = total - len(chunk)
+            pos += len(chunk)
+            self._to_framing(chunk)
+        if pos < end:
+            self._held = data[pos:]
+
+    def _to_framing(self, data: bytes) -> None:
         framing = self._framing
         framing.receive_data(data)
         events = framing.events_received()
