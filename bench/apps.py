@@ -5,7 +5,10 @@
 #   POST /echo    reads the whole request body and sends it back
 #   GET  /1mib    one 1 MiB body in a single http.response.body message
 #   GET  /stream  16 chunks of 4 KiB with more_body=True, no Content-Length
-# Lifespan is answered (some servers always run it); anything else gets a 404.
+#   WebSocket /ws accepts, then echoes every message (text as text, bytes as bytes) until the
+#                 client disconnects
+# Lifespan is answered (some servers always run it); any other HTTP path gets a 404, and a
+# WebSocket on any other path is refused (closed before accept, which servers answer with 403).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -41,10 +44,32 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
+async def _websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    if scope["path"] != "/ws":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return  # websocket.disconnect
+        text = message.get("text")
+        if text is not None:
+            await send({"type": "websocket.send", "text": text})
+        else:
+            await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+
+
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     kind = scope["type"]
     if kind == "lifespan":
         await _lifespan(receive, send)
+        return
+    if kind == "websocket":
+        await _websocket(scope, receive, send)
         return
     if kind != "http":
         return

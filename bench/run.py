@@ -1,15 +1,23 @@
-# bench/run.py — the benchmark driver: starts each server on CPU 1, drives it with wrk on CPU 0,
-# and writes the Markdown report (stdout and bench/results/latest.md, raw data as JSON).
+# bench/run.py — the benchmark driver: starts each server on CPU 1, drives it from CPU 0 with wrk
+# (HTTP workloads) or with the Node WebSocket client bench/ws/client.mjs (ws-echo, ws-idle), and
+# writes the Markdown report (stdout and bench/results/latest.md, raw data as JSON).
 #
-# Called by bench/run.sh, which builds the venvs and passes --venvs. Standard library only.
+# Called by bench/run.sh, which builds the venvs and passes --venvs. Standard library only; the
+# WebSocket client's npm dependencies are installed here (npm ci) when a ws workload needs them.
 # For each round, each workload and each server: wait for an idle machine, start the server (one
-# worker, pinned), wait until its port accepts, check one response by hand, warm up with wrk,
-# measure with wrk, read the peak RSS (VmHWM) of the server's processes, stop it; repeat the run
-# if other processes took CPU meanwhile. Medians over rounds are reported. laurelin runs from a
-# copy of src/laurelin taken at the start, so edits made during the benchmark do not leak in.
+# worker, pinned), wait until its port accepts, check one response (or one WebSocket echo) by
+# hand, then
+#   HTTP:     warm up with wrk, measure with wrk;
+#   ws-echo:  run the client (warm-up and measured window on the same connections);
+#   ws-idle:  read the server's VmRSS, open many idle connections with the client, hold them for
+#             the run duration, read VmRSS again;
+# read the peak RSS (VmHWM) of the server's processes, stop it; repeat the run if other processes
+# took CPU meanwhile. Medians over rounds are reported. laurelin runs from a copy of src/laurelin
+# taken at the start, so edits made during the benchmark do not leak in.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import dataclasses
 import datetime as dt
@@ -20,11 +28,13 @@ import os
 import platform
 import re
 import resource
+import select
 import shlex
 import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -37,13 +47,17 @@ REPO_DIR = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 HOST = "127.0.0.1"
 SERVER_CPU = "1"
-WRK_CPU = "0"
+CLIENT_CPU = "0"  # wrk or the WebSocket client
 APP = "apps:app"
+WS_CLIENT_DIR = BENCH_DIR / "ws"
+WS_CLIENT = WS_CLIENT_DIR / "client.mjs"
 
 HELLO = b"Hello, world!"
 POST_BODY = b"p" * 4096
 MIB = 1024 * 1024
 STREAM_BODY = b"y" * 4096 * 16  # HELLO, MIB and STREAM_BODY match bench/apps.py
+WS_PATH = "/ws"  # the echo route of bench/apps.py
+WS_MESSAGE_SIZE = 64
 
 
 # --- servers -------------------------------------------------------------------------------
@@ -57,10 +71,13 @@ class Server:
     command: tuple[str, ...]
     # Packages whose versions go in the report.
     packages: tuple[str, ...]
+    # Options added, before the app, for the WebSocket workloads only.
+    ws_args: tuple[str, ...] = ()
 
-    def argv(self, bin_dir: Path, port: str) -> list[str]:
-        first, *rest = (word.replace("{port}", port) for word in self.command)
-        return [str(bin_dir / first), *rest]
+    def argv(self, bin_dir: Path, port: str, websocket: bool = False) -> list[str]:
+        first, *rest, app = (word.replace("{port}", port) for word in self.command)
+        extra = self.ws_args if websocket else ()
+        return [str(bin_dir / first), *rest, *extra, app]
 
 
 SERVERS: dict[str, Server] = {
@@ -69,7 +86,7 @@ SERVERS: dict[str, Server] = {
         Server(
             "laurelin",
             ("laurelin", "-b", HOST, "-p", "{port}", "-v", "0", "--no-access-log", APP),
-            ("laurelin", "httptools", "uvloop"),
+            ("laurelin", "httptools", "uvloop", "websockets"),
         ),
         Server(
             "uvicorn",
@@ -77,7 +94,9 @@ SERVERS: dict[str, Server] = {
                 *("uvicorn", "--host", HOST, "--port", "{port}", "--http", "httptools"),
                 *("--loop", "uvloop", "--no-access-log", "--log-level", "warning", APP),
             ),
-            ("uvicorn", "httptools", "uvloop"),
+            ("uvicorn", "httptools", "uvloop", "websockets"),
+            # The legacy websockets implementation; it warns that it is deprecated, at start-up.
+            ("--ws", "websockets"),
         ),
         Server(
             "hypercorn",
@@ -85,12 +104,12 @@ SERVERS: dict[str, Server] = {
                 *("hypercorn", "-b", f"{HOST}:{{port}}", "-w", "1", "-k", "uvloop"),
                 *("--log-level", "warning", APP),
             ),
-            ("hypercorn", "h11", "uvloop"),
+            ("hypercorn", "h11", "wsproto", "uvloop"),
         ),
         Server(
             "daphne",
             ("daphne", "-v", "0", "-b", HOST, "-p", "{port}", APP),
-            ("daphne", "twisted"),
+            ("daphne", "twisted", "autobahn"),
         ),
         Server(
             "granian",
@@ -114,6 +133,17 @@ class Workload:
     path: str
     wrk_args: tuple[str, ...]
     description: str
+    # "http" (driven by wrk), "ws-echo" (messages/s) or "ws-idle" (memory per connection).
+    kind: str = "http"
+
+    @property
+    def websocket(self) -> bool:
+        return self.kind != "http"
+
+    @property
+    def rated(self) -> bool:
+        """Measured as a rate (requests/s, messages/s) with latency and CPU use."""
+        return self.kind != "ws-idle"
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -139,12 +169,31 @@ WORKLOADS: dict[str, Workload] = {
             (),
             "GET /stream: 16 x 4 KiB body messages with more_body=True (chunked)",
         ),
+        Workload(
+            "ws-echo",
+            WS_PATH,
+            (),
+            f"WebSocket echo: {WS_MESSAGE_SIZE}-byte text messages, one in flight per connection",
+            "ws-echo",
+        ),
+        Workload(
+            "ws-idle",
+            WS_PATH,
+            (),
+            "idle WebSocket connections held open: server memory per connection",
+            "ws-idle",
+        ),
     )
 }
 
 
 def check_response(workload: Workload, port: int) -> str | None:
     """Make one request by hand and check the answer; None when it is right, else the problem."""
+    if workload.websocket:
+        try:
+            return _check_websocket(port)
+        except (OSError, ValueError) as exc:
+            return f"WebSocket check failed: {exc!r}"
     try:
         if workload.name == "close":
             return _check_close(port)
@@ -185,6 +234,96 @@ def _check_close(port: int) -> str | None:
     if not data.endswith(HELLO):
         return "response does not end with the body"
     return None
+
+
+# A minimal WebSocket client (RFC 6455), enough for the check by hand: handshake, one text and
+# one binary message echoed, closing handshake.
+
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_OP_CONTINUATION, _OP_TEXT, _OP_BINARY, _OP_CLOSE = 0x0, 0x1, 0x2, 0x8
+
+
+def _check_websocket(port: int) -> str | None:
+    key = base64.b64encode(os.urandom(16))
+    accept = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest()).decode()
+    with socket.create_connection((HOST, port), timeout=10) as sock:
+        sock.sendall(
+            f"GET {WS_PATH} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        reader = sock.makefile("rb")
+        status = reader.readline()
+        if not status.startswith(b"HTTP/1.1 101"):
+            return f"handshake answered {status.strip()[:60]!r}"
+        headers: dict[str, str] = {}
+        while (line := reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("sec-websocket-accept") != accept:
+            return f"Sec-WebSocket-Accept {headers.get('sec-websocket-accept')!r}, not {accept!r}"
+        if headers.get("sec-websocket-extensions"):
+            return f"extension {headers['sec-websocket-extensions']!r} that was not offered"
+        text = "bench check: h\u00e9llo \u2713 ".encode() * 4
+        for opcode, payload in ((_OP_TEXT, text), (_OP_BINARY, bytes(range(256)) * 300)):
+            sock.sendall(_ws_frame(opcode, payload))
+            got = _ws_read_message(reader)
+            if got != (opcode, payload):
+                kind = "text" if opcode == _OP_TEXT else "binary"
+                return f"{kind} echo: got opcode {got[0]} with {len(got[1])} bytes"
+        sock.sendall(_ws_frame(_OP_CLOSE, struct.pack("!H", 1000)))
+        opcode, _ = _ws_read_message(reader)
+        if opcode != _OP_CLOSE:
+            return f"answered the close frame with opcode {opcode}"
+    return None
+
+
+def _ws_frame(opcode: int, payload: bytes) -> bytes:
+    """One final, masked client frame."""
+    size = len(payload)
+    if size < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
+    elif size < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
+    mask = os.urandom(4)
+    key = (mask * (size // 4 + 1))[:size]
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
+    return head + mask + masked
+
+
+def _read_exact(reader: Any, size: int) -> bytes:
+    data: bytes = reader.read(size)
+    if len(data) != size:
+        raise ConnectionError("the server closed the connection")
+    return data
+
+
+def _ws_read_message(reader: Any) -> tuple[int, bytes]:
+    """The next data message (fragments joined) or close frame; pings and pongs are skipped."""
+    opcode = _OP_CONTINUATION
+    parts: list[bytes] = []
+    while True:
+        first, second = _read_exact(reader, 2)
+        if second & 0x80:
+            raise ValueError("the server masked a frame")
+        size = second & 0x7F
+        if size == 126:
+            (size,) = struct.unpack("!H", _read_exact(reader, 2))
+        elif size == 127:
+            (size,) = struct.unpack("!Q", _read_exact(reader, 8))
+        payload = _read_exact(reader, size)
+        frame_op = first & 0x0F
+        if frame_op == _OP_CLOSE:
+            return frame_op, payload
+        if frame_op > _OP_CLOSE:
+            continue  # ping or pong
+        if frame_op != _OP_CONTINUATION:
+            opcode = frame_op
+        parts.append(payload)
+        if first & 0x80:
+            return opcode, b"".join(parts)
 
 
 # --- wrk -----------------------------------------------------------------------------------
@@ -252,7 +391,7 @@ def _wrk_errors(result: WrkResult) -> str:
 def wrk_command(
     workload: Workload, port: int, duration: int, connections: int, latency: bool
 ) -> list[str]:
-    argv = ["taskset", "-c", WRK_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s"]
+    argv = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s"]
     if latency:
         argv.append("--latency")
     return [*argv, *workload.wrk_args, f"http://{HOST}:{port}{workload.path}"]
@@ -261,6 +400,211 @@ def wrk_command(
 def run_wrk(argv: Sequence[str], duration: int) -> tuple[int, str]:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
     return proc.returncode, proc.stdout + proc.stderr
+
+
+# --- the WebSocket client (bench/ws/client.mjs, Node + the ws package) ----------------------
+
+
+@dataclasses.dataclass
+class WsResult:
+    """The client's result line, plus the server's memory read by this driver for ws-idle."""
+
+    connections: int = 0  # asked for
+    opened: int = 0  # handshakes completed
+    messages: int = 0  # ws-echo: echoes received (and checked) in the measured window
+    seconds: float = 0.0  # ws-echo: length of the measured window
+    messages_per_sec: float = 0.0
+    latency_avg_ms: float = 0.0  # ws-echo: round trip, from send to the echo's arrival
+    latency_p50_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    latency_max_ms: float = 0.0
+    open_seconds: float = 0.0  # ws-idle: time taken to open all the connections
+    errors: dict[str, int] = dataclasses.field(default_factory=dict)
+    error_details: dict[str, str] = dataclasses.field(default_factory=dict)
+    rss_before_kib: int = 0  # ws-idle: VmRSS summed over the server's processes, no connection
+    rss_held_kib: int = 0  # ws-idle: the same at the end of the hold
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def mib_per_1000(self) -> float | None:
+        """ws-idle: growth of the server's RSS per 1,000 connections held, in MiB."""
+        if not (self.opened and self.rss_before_kib and self.rss_held_kib):
+            return None
+        return (self.rss_held_kib - self.rss_before_kib) / self.opened * 1000 / 1024
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> WsResult:
+        def number(key: str) -> float:
+            value = record.get(key)
+            return float(value) if isinstance(value, int | float) else 0.0
+
+        def mapping(key: str) -> dict[str, Any]:
+            value = record.get(key)
+            return value if isinstance(value, dict) else {}
+
+        return cls(
+            connections=int(number("connections")),
+            opened=int(number("opened")),
+            messages=int(number("messages")),
+            seconds=number("seconds"),
+            messages_per_sec=number("messages_per_sec"),
+            latency_avg_ms=number("latency_avg_ms"),
+            latency_p50_ms=number("latency_p50_ms"),
+            latency_p99_ms=number("latency_p99_ms"),
+            latency_max_ms=number("latency_max_ms"),
+            open_seconds=number("open_seconds"),
+            errors={str(k): int(v) for k, v in mapping("errors").items() if v},
+            error_details={str(k): str(v) for k, v in mapping("error_details").items()},
+        )
+
+
+def _ws_errors(result: WsResult) -> str:
+    return ", ".join(
+        f"{kind} {count}"
+        + (f" ({result.error_details[kind]})" if kind in result.error_details else "")
+        for kind, count in result.errors.items()
+    )
+
+
+def ws_client_command(workload: Workload, port: int, args: argparse.Namespace) -> list[str]:
+    url = f"ws://{HOST}:{port}{WS_PATH}"
+    argv = ["taskset", "-c", CLIENT_CPU, "node", str(WS_CLIENT)]
+    if workload.kind == "ws-echo":
+        return [
+            *(*argv, "echo", "--url", url, "--connections", str(args.ws_connections)),
+            *("--size", str(WS_MESSAGE_SIZE), "--warmup", str(args.warmup)),
+            *("--duration", str(args.duration)),
+        ]
+    return [*argv, "idle", "--url", url, "--connections", str(args.ws_idle_connections)]
+
+
+class WsClient:
+    """The client as a child process: stdout read one JSON object a line, stderr to a log file.
+    Leaving the with block kills it if it is still running."""
+
+    def __init__(self, argv: Sequence[str], log_path: Path) -> None:
+        self._log = log_path.open("wb")
+        self.log_path = log_path
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=BENCH_DIR,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._log,
+            )
+        except OSError:
+            self._log.close()
+            raise
+        self._pending = b""
+        self.stray: list[str] = []  # stdout lines that were not JSON objects
+
+    def __enter__(self) -> WsClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        self._log.close()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid  # taskset execs node: the same process
+
+    def next_event(self, timeout: float) -> dict[str, Any] | None:
+        """The next JSON line, or None at the end of the output or after timeout seconds."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self._pending:
+                line, self._pending = self._pending.split(b"\n", 1)
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    record = None
+                if isinstance(record, dict):
+                    return record
+                self.stray.append(line.decode(errors="replace"))
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            self._pending += chunk
+
+    def end_hold(self) -> None:
+        """ws-idle: closing stdin tells the client to close its connections and report."""
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stderr_tail(self) -> str:
+        self._log.flush()
+        text = self.log_path.read_text(errors="replace").strip()
+        return text[-300:] if text else "(nothing on stderr)"
+
+
+def _ws_client_installed() -> bool:
+    """Whether node_modules holds every package of the lock file, at the locked version."""
+    lock = json.loads((WS_CLIENT_DIR / "package-lock.json").read_text())
+    for path, info in lock.get("packages", {}).items():
+        if not path:
+            continue  # the client itself
+        try:
+            manifest = json.loads((WS_CLIENT_DIR / path / "package.json").read_text())
+        except (OSError, ValueError):
+            return False
+        if manifest.get("version") != info.get("version"):
+            return False
+    return True
+
+
+def ws_client_ready() -> str | None:
+    """Install the client's npm dependencies (npm ci) unless node_modules already matches the
+    lock file; None when the client can run, else the problem."""
+    if shutil.which("node") is None:
+        return "node not found (apt-get install -y nodejs npm)"
+    if _ws_client_installed():
+        return None
+    if shutil.which("npm") is None:
+        return "npm not found (apt-get install -y npm)"
+    print(f"bench: npm ci --prefix {WS_CLIENT_DIR.relative_to(REPO_DIR)}", file=sys.stderr)
+    proc = subprocess.run(
+        ["npm", "ci", "--prefix", str(WS_CLIENT_DIR), "--no-audit", "--no-fund"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return f"npm ci failed: {(proc.stdout + proc.stderr).strip()[-500:]}"
+    return None
+
+
+def raise_fd_limit(needed: int) -> str | None:
+    """Raise this process's soft RLIMIT_NOFILE (inherited by the servers and the client) to at
+    least needed; None when it is enough, else the problem."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            return f"the hard limit on open files is {hard}, below the {needed} needed"
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    return None
 
 
 # --- server processes ----------------------------------------------------------------------
@@ -305,12 +649,13 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def vm_hwm_kib(pid: int) -> int:
+def vm_kib(pid: int, field: str = "VmHWM") -> int:
+    """A memory figure of /proc/<pid>/status: VmHWM (peak RSS) or VmRSS (RSS now); 0 if gone."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return 0
-    m = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+    m = re.search(rf"^{field}:\s+(\d+) kB", status, re.M)
     return int(m.group(1)) if m else 0
 
 
@@ -330,12 +675,14 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-# --- CPU accounting: how busy the server and wrk were, and how much else ran meanwhile --------
+# --- CPU accounting: how busy the server and the client were, and how much else ran meanwhile -
 #
 # The machine may be shared, so every measured run also records "other": user + system time on
-# both CPUs that was neither the server's, wrk's nor this driver's (IRQ and softirq time, where
-# the loopback network work lands, is left out on every side). Before each run the driver waits
-# for the machine to be quiet, and a run with too much other load is repeated.
+# both CPUs that was neither the server's, the client's (wrk or the WebSocket client) nor this
+# driver's (IRQ and softirq time, where the loopback network work lands, is left out on every
+# side). Before each run the driver waits for the machine to be quiet, and a run with too much
+# other load is repeated. wrk is counted once reaped (getrusage of the driver's children); the
+# WebSocket client is still running when its measured window ends, so it is counted from /proc.
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -372,7 +719,7 @@ class CpuUse:
     """Percent of one CPU over the measured run."""
 
     server: float = 0.0  # the server's processes (pinned to SERVER_CPU)
-    wrk: float = 0.0  # wrk (pinned to WRK_CPU): this driver's reaped children
+    client: float = 0.0  # wrk or the WebSocket client (pinned to CLIENT_CPU)
     other: float = 0.0  # everything else, on either CPU
     steal: float = 0.0  # hypervisor steal, both CPUs
 
@@ -383,17 +730,19 @@ class CpuSnapshot:
     busy: int
     steal: int
     server: int
+    client: int  # ticks of the running client processes given to take()
     children: float
     driver: float
 
     @classmethod
-    def take(cls, pids: Sequence[int]) -> CpuSnapshot:
+    def take(cls, pids: Sequence[int], client_pids: Sequence[int] = ()) -> CpuSnapshot:
         busy, steal = _cpu_ticks()
         return cls(
             time.monotonic(),
             busy,
             steal,
             _process_ticks(pids),
+            _process_ticks(client_pids),
             _rusage_seconds(resource.RUSAGE_CHILDREN),
             _rusage_seconds(resource.RUSAGE_SELF),
         )
@@ -403,13 +752,13 @@ class CpuSnapshot:
         if ticks <= 0:
             return CpuUse()
         server = self.server - before.server
-        wrk = (self.children - before.children) * CLK_TCK
+        client = (self.children - before.children) * CLK_TCK + (self.client - before.client)
         driver = (self.driver - before.driver) * CLK_TCK
-        other = (self.busy - before.busy) - server - wrk - driver
+        other = (self.busy - before.busy) - server - client - driver
         pct = 100 / ticks
         return CpuUse(
             server=server * pct,
-            wrk=wrk * pct,
+            client=client * pct,
             other=max(0.0, other) * pct,
             steal=(self.steal - before.steal) * pct,
         )
@@ -480,7 +829,9 @@ class Run:
     server: str
     workload: str
     round: int
-    wrk: WrkResult
+    kind: str  # Workload.kind
+    wrk: WrkResult = dataclasses.field(default_factory=WrkResult)  # HTTP workloads
+    ws: WsResult = dataclasses.field(default_factory=WsResult)  # WebSocket workloads
     cpu: CpuUse = dataclasses.field(default_factory=CpuUse)
     rss_kib: int = 0
     rss_largest_kib: int = 0
@@ -493,7 +844,28 @@ class Run:
 
     @property
     def flagged(self) -> bool:
-        return bool(self.problems) or self.wrk.error_count > 0
+        return bool(self.problems) or self.wrk.error_count > 0 or self.ws.error_count > 0
+
+    @property
+    def rate(self) -> float:
+        """Requests/s (HTTP) or messages/s (ws-echo); 0 for ws-idle and for failed runs."""
+        return self.ws.messages_per_sec if self.kind == "ws-echo" else self.wrk.requests_per_sec
+
+    @property
+    def latency_avg_ms(self) -> float:
+        return self.ws.latency_avg_ms if self.kind == "ws-echo" else self.wrk.latency_avg_ms
+
+    @property
+    def latency_p99_ms(self) -> float:
+        return self.ws.latency_p99_ms if self.kind == "ws-echo" else self.wrk.latency_p99_ms
+
+    def error_summary(self) -> str:
+        """The client's error counts, or "" when there were none."""
+        if self.wrk.error_count:
+            return f"wrk errors: {_wrk_errors(self.wrk)} (of {self.wrk.requests} requests)"
+        if self.ws.error_count:
+            return f"WebSocket client errors: {_ws_errors(self.ws)}"
+        return ""
 
 
 def measure(
@@ -510,7 +882,7 @@ def measure(
         run.load_before = load
         if best is None or run.cpu.other < best.cpu.other:
             best = run
-        if run.cpu.other <= args.max_other or run.wrk.requests_per_sec == 0:
+        if run.cpu.other <= args.max_other or run.rate == 0:
             break
     assert best is not None
     best.attempts = attempts
@@ -526,16 +898,17 @@ def run_one(
 ) -> Run:
     port = free_port()
     bin_dir = paths.venvs / server.name / "bin"
-    argv = ["taskset", "-c", SERVER_CPU, *server.argv(bin_dir, str(port))]
+    argv = ["taskset", "-c", SERVER_CPU, *server.argv(bin_dir, str(port), workload.websocket)]
     logs = RESULTS_DIR / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{server.name}-{workload.name}-r{rnd}.log"
+    client_log = logs / f"{server.name}-{workload.name}-r{rnd}.client.log"
     pythonpath = [str(BENCH_DIR)]
     if server.name == "laurelin" and paths.laurelin_snapshot is not None:
         pythonpath.insert(0, str(paths.laurelin_snapshot))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(pythonpath), PYTHONUNBUFFERED="1")
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    run = Run(server.name, workload.name, rnd, WrkResult())
+    run = Run(server.name, workload.name, rnd, workload.kind)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             argv,
@@ -547,7 +920,7 @@ def run_one(
             start_new_session=True,
         )
         try:
-            _drive(proc, port, server, workload, args, run)
+            _drive(proc, port, workload, args, run, client_log)
         finally:
             stop(proc)
     run.exit_status = proc.returncode
@@ -558,16 +931,37 @@ def run_one(
 def _drive(
     proc: subprocess.Popen[bytes],
     port: int,
-    server: Server,
     workload: Workload,
     args: argparse.Namespace,
     run: Run,
+    client_log: Path,
 ) -> None:
     if not wait_for_port(port, proc):
         run.problems.append(f"server did not accept on port {port} (exit {proc.poll()})")
         return
     if problem := check_response(workload, port):
         run.problems.append(f"response check: {problem}")
+    if workload.websocket:
+        _drive_ws(proc, port, workload, args, run, client_log)
+    else:
+        _drive_wrk(proc, port, workload, args, run)
+    if proc.poll() is not None:
+        run.problems.append(f"server exited during the run (status {proc.returncode})")
+        return
+    pids = process_tree(proc.pid)
+    run.processes = len(pids)
+    hwm = [vm_kib(pid, "VmHWM") for pid in pids]
+    run.rss_kib = sum(hwm)
+    run.rss_largest_kib = max(hwm)
+
+
+def _drive_wrk(
+    proc: subprocess.Popen[bytes],
+    port: int,
+    workload: Workload,
+    args: argparse.Namespace,
+    run: Run,
+) -> None:
     if args.warmup > 0:
         argv = wrk_command(workload, port, args.warmup, args.connections, False)
         warm = parse_wrk(run_wrk(argv, args.warmup)[1])
@@ -584,14 +978,58 @@ def _drive(
         run.problems.append(f"wrk exited {code}")
     if run.wrk.parse_error:
         run.problems.append(run.wrk.parse_error + ": " + output.strip()[-300:])
-    if proc.poll() is not None:
-        run.problems.append(f"server exited during the run (status {proc.returncode})")
-        return
+
+
+def _drive_ws(
+    proc: subprocess.Popen[bytes],
+    port: int,
+    workload: Workload,
+    args: argparse.Namespace,
+    run: Run,
+    client_log: Path,
+) -> None:
+    """Run the WebSocket client. ws-echo: CPU use is taken between its "measuring" and
+    "measured" lines. ws-idle: the server's VmRSS before the client starts, and again once the
+    connections have been held for the run duration; then the client is told to close them."""
+    idle = workload.kind == "ws-idle"
     pids = process_tree(proc.pid)
-    run.processes = len(pids)
-    hwm = [vm_hwm_kib(pid) for pid in pids]
-    run.rss_kib = sum(hwm)
-    run.rss_largest_kib = max(hwm)
+    rss_before = sum(vm_kib(pid, "VmRSS") for pid in pids) if idle else 0
+    rss_held = 0
+    # Handshakes, warm-up, run, closing and slack; opening the idle connections, at 50/s or more.
+    budget = args.warmup + args.duration + 60 + (args.ws_idle_connections / 50 if idle else 0)
+    deadline = time.monotonic() + budget
+    result: dict[str, Any] | None = None
+    with WsClient(ws_client_command(workload, port, args), client_log) as client:
+        before: CpuSnapshot | None = None
+        while (event := client.next_event(deadline - time.monotonic())) is not None:
+            kind = event.get("event")
+            if kind == "measuring":
+                before = CpuSnapshot.take(pids, (client.pid,))
+            elif kind == "measured" and before is not None:
+                run.cpu = CpuSnapshot.take(pids, (client.pid,)).since(before)
+            elif kind == "holding":
+                if event.get("opened"):
+                    time.sleep(args.duration)
+                    rss_held = sum(vm_kib(pid, "VmRSS") for pid in process_tree(proc.pid))
+                client.end_hold()
+            elif kind == "result":
+                result = event
+                break
+        status = client.wait(timeout=10)
+        if result is None:
+            why = "timed out" if status is None else f"exit status {status}"
+            stray = " ".join(client.stray)[-200:]
+            run.problems.append(
+                f"WebSocket client gave no result ({why}): {client.stderr_tail()} {stray}".strip()
+            )
+        elif status != 0:
+            run.problems.append(f"WebSocket client exit status {status}: {client.stderr_tail()}")
+    if result is not None:
+        run.ws = WsResult.from_record(result)
+    run.ws.rss_before_kib = rss_before
+    run.ws.rss_held_kib = rss_held
+    if idle and run.ws.opened < args.ws_idle_connections and not run.ws.error_count:
+        run.problems.append(f"only {run.ws.opened} of {args.ws_idle_connections} connections")
 
 
 # --- report --------------------------------------------------------------------------------
@@ -640,6 +1078,16 @@ def _wrk_version() -> str:
     return f"wrk {m.group(1)}" if m else "wrk (unknown version)"
 
 
+def _ws_client_version() -> str:
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True, check=False)
+    try:
+        manifest = json.loads((WS_CLIENT_DIR / "node_modules/ws/package.json").read_text())
+        ws = f"ws {manifest['version']}"
+    except (OSError, ValueError, KeyError):
+        ws = "ws (unknown version)"
+    return f"Node {node.stdout.strip() or '(unknown version)'}, {ws}"
+
+
 def _fmt_rps(value: float) -> str:
     return f"{value:,.0f}"
 
@@ -648,8 +1096,17 @@ def _fmt_ms(value: float) -> str:
     return f"{value:.2f}" if value < 100 else f"{value:.0f}"
 
 
+def _ratio(ours: float | None, theirs: float | None, other: str) -> str:
+    """laurelin's figure over another server's; "-" when either is missing or zero."""
+    if not ours or not theirs:
+        return "-"
+    return f"{ours / theirs:.2f}x {other}"
+
+
 @dataclasses.dataclass
 class Cell:
+    """One (server, rated workload): requests/s or messages/s, latency, memory, CPU."""
+
     rps: float
     rps_low: float
     rps_high: float
@@ -659,26 +1116,53 @@ class Cell:
     rss_largest_kib: int
     processes: int
     flagged: bool
-    rounds: int
+    rounds: int  # rounds that measured a rate (the medians are over those)
     server_cpu: float
-    wrk_cpu: float
+    client_cpu: float
 
 
 def summarize(runs: Sequence[Run]) -> Cell:
-    good = [r for r in runs if r.wrk.requests_per_sec > 0] or list(runs)
+    measured = [r for r in runs if r.rate > 0]
+    good = measured or list(runs)
     return Cell(
-        rps=statistics.median(r.wrk.requests_per_sec for r in good),
-        rps_low=min(r.wrk.requests_per_sec for r in good),
-        rps_high=max(r.wrk.requests_per_sec for r in good),
-        latency_avg_ms=statistics.median(r.wrk.latency_avg_ms for r in good),
-        latency_p99_ms=statistics.median(r.wrk.latency_p99_ms for r in good),
+        rps=statistics.median(r.rate for r in good),
+        rps_low=min(r.rate for r in good),
+        rps_high=max(r.rate for r in good),
+        latency_avg_ms=statistics.median(r.latency_avg_ms for r in good),
+        latency_p99_ms=statistics.median(r.latency_p99_ms for r in good),
         rss_kib=max(r.rss_kib for r in runs),
         rss_largest_kib=max(r.rss_largest_kib for r in runs),
         processes=max(r.processes for r in runs),
         flagged=any(r.flagged for r in runs),
-        rounds=len(good),
+        rounds=len(measured),
         server_cpu=statistics.median(r.cpu.server for r in good),
-        wrk_cpu=statistics.median(r.cpu.wrk for r in good),
+        client_cpu=statistics.median(r.cpu.client for r in good),
+    )
+
+
+@dataclasses.dataclass
+class IdleCell:
+    """One (server, ws-idle): medians over the rounds that held connections; peak is the max."""
+
+    opened: int  # fewest connections opened in a round
+    rss_before_kib: float
+    rss_held_kib: float
+    mib_per_1000: float | None
+    peak_kib: int
+    flagged: bool
+
+
+def summarize_idle(runs: Sequence[Run]) -> IdleCell:
+    good = [r for r in runs if r.ws.mib_per_1000 is not None]
+    per_1000 = [v for r in good if (v := r.ws.mib_per_1000) is not None]
+    before = [r.ws.rss_before_kib for r in (good or runs) if r.ws.rss_before_kib]
+    return IdleCell(
+        opened=min(r.ws.opened for r in runs),
+        rss_before_kib=statistics.median(before) if before else 0.0,
+        rss_held_kib=statistics.median(r.ws.rss_held_kib for r in good) if good else 0.0,
+        mib_per_1000=statistics.median(per_1000) if per_1000 else None,
+        peak_kib=max(r.rss_kib for r in runs),
+        flagged=any(r.flagged for r in runs),
     )
 
 
@@ -690,15 +1174,58 @@ def render(
     meta: dict[str, Any],
 ) -> str:
     cells: dict[tuple[str, str], Cell] = {}
+    idle_cells: dict[tuple[str, str], IdleCell] = {}
     for s in servers:
         for w in workloads:
             mine = [r for r in runs if r.server == s.name and r.workload == w.name]
-            if mine:
+            if mine and w.rated:
                 cells[s.name, w.name] = summarize(mine)
+            elif mine:
+                idle_cells[s.name, w.name] = summarize_idle(mine)
     names = [s.name for s in servers]
     others = [n for n in names if n != "laurelin"] if "laurelin" in names else []
+    http = [w for w in workloads if w.kind == "http"]
+    echo = [w for w in workloads if w.kind == "ws-echo"]
+    rated = [w for w in workloads if w.rated]
+    idle = [w for w in workloads if w.kind == "ws-idle"]
+    websocket = bool(echo or idle)
+    client = " or ".join(
+        name for name, used in (("wrk", http), ("the WebSocket client", websocket)) if used
+    )
+    rate_name = "Requests/sec" if http else "Messages/s"
     lines: list[str] = []
     add = lines.append
+
+    def rate_table(title: str, rows: Sequence[Workload]) -> None:
+        add(f"### {title} (median of {args.rounds})")
+        add("")
+        header = ["workload", *names, *(f"laurelin vs {o}" for o in others)]
+        add("| " + " | ".join(header) + " |")
+        add("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+        for w in rows:
+            row = [w.name]
+            for n in names:
+                c = cells.get((n, w.name))
+                row.append("-" if c is None else _fmt_rps(c.rps) + (" (!)" if c.flagged else ""))
+            ours = cells.get(("laurelin", w.name))
+            for o in others:
+                theirs = cells.get((o, w.name))
+                row.append(_ratio(ours.rps if ours else None, theirs.rps if theirs else None, o))
+            add("| " + " | ".join(row) + " |")
+        add("")
+
+    def server_table(title: str, rows: Sequence[Workload], value: Any) -> None:
+        add(f"### {title}")
+        add("")
+        add("| workload | " + " | ".join(names) + " |")
+        add("|---|" + "---:|" * len(names))
+        for w in rows:
+            row = [w.name]
+            for n in names:
+                c = cells.get((n, w.name))
+                row.append("-" if c is None else value(c))
+            add("| " + " | ".join(row) + " |")
+        add("")
 
     add(f"Command: `{meta['command']}`  ")
     add(f"Date: {meta['date']}  ")
@@ -707,111 +1234,108 @@ def render(
     if "laurelin_source" in meta:
         add(f"laurelin source: {meta['laurelin_source']}  ")
     add(f"Machine: {meta['cpu']}, {meta['cpus']} CPUs, Linux {meta['kernel']}  ")
-    add(
-        f"Method: server on `taskset -c {SERVER_CPU}` (one worker), "
-        f"`taskset -c {WRK_CPU} wrk -t1 -c{args.connections} -d{args.duration}s --latency` "
-        f"after a {args.warmup} s warm-up; {args.rounds} round(s), median shown; "
-        f"{meta['wrk']}"
-    )
+    method = [
+        f"Method: server on `taskset -c {SERVER_CPU}` (one worker); "
+        f"{args.rounds} round(s), median shown"
+    ]
+    if http:
+        method.append(
+            f"HTTP: `taskset -c {CLIENT_CPU} wrk -t1 -c{args.connections} -d{args.duration}s "
+            f"--latency` after a {args.warmup} s warm-up ({meta['wrk']})"
+        )
+    if websocket:
+        method.append(
+            f"WebSocket: `taskset -c {CLIENT_CPU} node bench/ws/client.mjs` "
+            f"({meta['ws_client']}, no permessage-deflate)"
+        )
+    if echo:
+        method.append(
+            f"ws-echo: {args.ws_connections} connections, {WS_MESSAGE_SIZE}-byte text messages, "
+            f"one in flight per connection, {args.duration} s after a {args.warmup} s warm-up "
+            "on the same connections"
+        )
+    if idle:
+        method.append(
+            f"ws-idle: {args.ws_idle_connections:,} connections, each checked with one echo, "
+            f"then held idle for {args.duration} s"
+        )
+    add("; ".join(method))
     add("")
-    add(f"### Requests/sec (median of {args.rounds})")
-    add("")
-    header = ["workload", *names, *(f"laurelin vs {o}" for o in others)]
-    add("| " + " | ".join(header) + " |")
-    add("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
-    for w in workloads:
-        row = [w.name]
-        for n in names:
-            c = cells.get((n, w.name))
-            row.append("-" if c is None else _fmt_rps(c.rps) + (" (!)" if c.flagged else ""))
-        ours = cells.get(("laurelin", w.name))
-        for o in others:
-            theirs = cells.get((o, w.name))
-            if ours is None or theirs is None or theirs.rps == 0:
-                row.append("-")
-            else:
-                row.append(f"{ours.rps / theirs.rps:.2f}x {o}")
-        add("| " + " | ".join(row) + " |")
-    add("")
-    if any(c.flagged for c in cells.values()):
-        add("(!) = at least one round had socket errors, non-2xx responses, a failed response")
-        add("check or a server exit; see Errors below.")
+    if http:
+        rate_table("Requests/sec", http)
+    if echo:
+        rate_table("WebSocket echo, messages/s", echo)
+    if any(c.flagged for c in cells.values()) or any(c.flagged for c in idle_cells.values()):
+        causes = ["socket errors", "non-2xx responses"] if http else []
+        causes += ["WebSocket client errors"] if websocket else []
+        add(
+            f"(!) = at least one round had {', '.join(causes)}, a failed response check or a "
+            "server exit; see Errors below."
+        )
         add("")
-    if args.rounds > 1:
-        add("### Requests/sec, spread over rounds (lowest - highest)")
+    if args.rounds > 1 and rated:
+        server_table(
+            ("Requests/sec (messages/s for ws-echo)" if http and echo else rate_name)
+            + ", spread over rounds (lowest - highest)",
+            rated,
+            lambda c: f"{_fmt_rps(c.rps_low)} - {_fmt_rps(c.rps_high)}",
+        )
+    if rated:
+        server_table(
+            "Latency, ms (median of rounds: average / 99th percentile"
+            + ("; ws-echo: round trip)" if echo else ")"),
+            rated,
+            lambda c: (
+                f"{_fmt_ms(c.latency_avg_ms)} / {_fmt_ms(c.latency_p99_ms)}" if c.rounds else "-"
+            ),
+        )
+        add("### Peak RSS, MiB (VmHWM at the end of the run, max over rounds)")
         add("")
         add("| workload | " + " | ".join(names) + " |")
         add("|---|" + "---:|" * len(names))
-        for w in workloads:
+        peak: dict[str, int] = {}
+        largest: dict[str, int] = {}
+        for w in rated:
             row = [w.name]
             for n in names:
                 c = cells.get((n, w.name))
-                row.append("-" if c is None else f"{_fmt_rps(c.rps_low)} - {_fmt_rps(c.rps_high)}")
+                if c is None:
+                    row.append("-")
+                    continue
+                peak[n] = max(peak.get(n, 0), c.rss_kib)
+                largest[n] = max(largest.get(n, 0), c.rss_largest_kib)
+                row.append(f"{c.rss_kib / 1024:.1f}" if c.rss_kib else "-")
             add("| " + " | ".join(row) + " |")
-        add("")
-    add("### Latency, ms (median of rounds: average / 99th percentile)")
-    add("")
-    add("| workload | " + " | ".join(names) + " |")
-    add("|---|" + "---:|" * len(names))
-    for w in workloads:
-        row = [w.name]
-        for n in names:
-            c = cells.get((n, w.name))
-            row.append(
-                "-" if c is None else f"{_fmt_ms(c.latency_avg_ms)} / {_fmt_ms(c.latency_p99_ms)}"
+        add("| **max** | " + " | ".join(f"**{peak.get(n, 0) / 1024:.1f}**" for n in names) + " |")
+        multi = [n for n in names if any(c.processes > 1 for (m, _), c in cells.items() if m == n)]
+        if multi:
+            add(
+                "| max, largest process | "
+                + " | ".join(f"{largest.get(n, 0) / 1024:.1f}" for n in names)
+                + " |"
             )
-        add("| " + " | ".join(row) + " |")
-    add("")
-    add("### Peak RSS, MiB (VmHWM at the end of the run, max over rounds)")
-    add("")
-    add("| workload | " + " | ".join(names) + " |")
-    add("|---|" + "---:|" * len(names))
-    peak: dict[str, int] = {}
-    largest: dict[str, int] = {}
-    for w in workloads:
-        row = [w.name]
-        for n in names:
-            c = cells.get((n, w.name))
-            if c is None:
-                row.append("-")
-                continue
-            peak[n] = max(peak.get(n, 0), c.rss_kib)
-            largest[n] = max(largest.get(n, 0), c.rss_largest_kib)
-            row.append(f"{c.rss_kib / 1024:.1f}" if c.rss_kib else "-")
-        add("| " + " | ".join(row) + " |")
-    add("| **max** | " + " | ".join(f"**{peak.get(n, 0) / 1024:.1f}**" for n in names) + " |")
-    multi = [n for n in names if any(c.processes > 1 for (m, _), c in cells.items() if m == n)]
-    if multi:
-        add(
-            "| max, largest process | "
-            + " | ".join(f"{largest.get(n, 0) / 1024:.1f}" for n in names)
-            + " |"
-        )
+            add("")
+            add(
+                "RSS is summed over all of a server's processes (VmHWM of each); "
+                f"more than one process: {', '.join(multi)}. "
+                "The last row is the largest single process (the worker)."
+            )
         add("")
-        add(
-            "RSS is summed over all of a server's processes (VmHWM of each); "
-            f"more than one process: {', '.join(multi)}. "
-            "The last row is the largest single process (the worker)."
+        server_table(
+            f"CPU use, % of one core (median: server on CPU {SERVER_CPU} / "
+            f"{client} on CPU {CLIENT_CPU})",
+            rated,
+            lambda c: f"{c.server_cpu:.0f} / {c.client_cpu:.0f}" if c.rounds else "-",
         )
-    add("")
-    add(f"### CPU use, % of one core (median: server on CPU {SERVER_CPU} / wrk on CPU {WRK_CPU})")
-    add("")
-    add("| workload | " + " | ".join(names) + " |")
-    add("|---|" + "---:|" * len(names))
-    for w in workloads:
-        row = [w.name]
-        for n in names:
-            c = cells.get((n, w.name))
-            row.append("-" if c is None else f"{c.server_cpu:.0f} / {c.wrk_cpu:.0f}")
-        add("| " + " | ".join(row) + " |")
-    add("")
-    measured = [r for r in runs if r.wrk.requests_per_sec > 0]
+    for w in idle:
+        _render_idle(add, w, names, others, idle_cells, args)
+    measured = [r for r in runs if r.rate > 0]
     if measured:
         worst = max(measured, key=lambda r: r.cpu.other)
         repeated = sum(r.attempts - 1 for r in runs)
         add(
             "Other load during the measured runs (user + system CPU time of processes other "
-            "than the server, wrk and this driver, in % of one core): "
+            "than the server, the client and this driver, in % of one core): "
             f"median {statistics.median(r.cpu.other for r in measured):.1f}%, "
             f"worst {worst.cpu.other:.1f}% ({worst.server} / {worst.workload} / "
             f"round {worst.round}); steal median "
@@ -833,24 +1357,28 @@ def render(
         add("")
     add("### Servers")
     add("")
-    add("| server | versions | command (after `taskset -c 1`) |")
+    add(f"| server | versions | command (after `taskset -c {SERVER_CPU}`) |")
     add("|---|---|---|")
     for s in servers:
         versions = ", ".join(
             f"{k} {v}" for k, v in meta["versions"][s.name].items() if k != "python"
         )
-        cmd = shlex.join(s.argv(Path(), "PORT"))
-        add(f"| {s.name} | {versions} | `{cmd}` |")
+        cmd = f"`{shlex.join(s.argv(Path(), 'PORT'))}`"
+        if websocket and s.ws_args:
+            cmd += f", plus `{shlex.join(s.ws_args)}` for the WebSocket workloads"
+        add(f"| {s.name} | {versions} | {cmd} |")
     add("")
     add("### Errors")
     add("")
     flagged = [r for r in runs if r.flagged]
     if not flagged:
-        add("None: no socket errors, no non-2xx responses, every response check passed.")
+        clean = ["no socket errors", "no non-2xx responses"] if http else []
+        clean += ["no WebSocket client errors"] if websocket else []
+        add(f"None: {', '.join(clean)}, every response check passed.")
     for r in flagged:
         parts = list(r.problems)
-        if r.wrk.error_count:
-            parts.append(f"wrk errors: {_wrk_errors(r.wrk)} (of {r.wrk.requests} requests)")
+        if errors := r.error_summary():
+            parts.append(errors)
         add(f"- {r.server} / {r.workload} / round {r.round}: " + "; ".join(parts))
     odd_exits = [r for r in runs if r.exit_status not in (0, -signal.SIGTERM) and not r.problems]
     if odd_exits:
@@ -880,6 +1408,69 @@ def render(
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _render_idle(
+    add: Any,
+    workload: Workload,
+    names: Sequence[str],
+    others: Sequence[str],
+    cells: dict[tuple[str, str], IdleCell],
+    args: argparse.Namespace,
+) -> None:
+    """The ws-idle table: one row per figure, one column per server, then laurelin's ratios."""
+    add(
+        f"### WebSocket idle connections: server memory ({args.ws_idle_connections:,} "
+        f"connections held {args.duration} s; median of {args.rounds})"
+    )
+    add("")
+    header = ["", *names, *(f"laurelin vs {o}" for o in others)]
+    add("| " + " | ".join(header) + " |")
+    add("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+    ours = cells.get(("laurelin", workload.name))
+
+    def row(label: str, value: Any, ratio: Any = None, flag: bool = False) -> None:
+        out = [label]
+        for n in names:
+            c = cells.get((n, workload.name))
+            text = "-" if c is None or value(c) is None else value(c)
+            out.append(text + (" (!)" if flag and c is not None and c.flagged else ""))
+        for o in others:
+            theirs = cells.get((o, workload.name))
+            if ratio is None or ours is None or theirs is None:
+                out.append("")
+            else:
+                out.append(_ratio(ratio(ours), ratio(theirs), o))
+        add("| " + " | ".join(out) + " |")
+
+    def mib(kib: float) -> str | None:
+        return f"{kib / 1024:.1f}" if kib else None
+
+    row("connections held (fewest in a round)", lambda c: f"{c.opened:,}", flag=True)
+    row("RSS before, MiB (VmRSS)", lambda c: mib(c.rss_before_kib))
+    row("RSS holding them, MiB (VmRSS)", lambda c: mib(c.rss_held_kib))
+    row(
+        "**MiB per 1,000 connections**",
+        lambda c: None if c.mib_per_1000 is None else f"**{c.mib_per_1000:.2f}**",
+        lambda c: c.mib_per_1000,
+        flag=True,
+    )
+    row(
+        "peak RSS, MiB (VmHWM, max)",
+        lambda c: mib(c.peak_kib),
+        lambda c: None if c.mib_per_1000 is None else c.peak_kib,  # no ratio without connections
+    )
+    add("")
+    add(
+        "RSS summed over all of a server's processes. MiB per 1,000 connections = (RSS holding "
+        "them - RSS before) / connections held x 1,000."
+        + (
+            " Ratios are laurelin's figure over the other server's: below 1, laurelin uses less."
+            if others
+            else ""
+        )
+    )
+    add("")
+
+
 # --- main ----------------------------------------------------------------------------------
 
 
@@ -896,7 +1487,8 @@ def _names(text: str, known: dict[str, Any], what: str) -> list[str]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/run.sh",
-        description="Benchmark laurelin against uvicorn, hypercorn, daphne and granian with wrk. "
+        description="Benchmark laurelin against uvicorn, hypercorn, daphne and granian with wrk "
+        "(HTTP) and a Node WebSocket client (ws-echo, ws-idle). "
         "run.sh also takes --python VERSION|PATH (default 3.12, or $BENCH_PYTHON) and "
         "--reinstall.",
     )
@@ -917,6 +1509,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds (default 2)")
     parser.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
+    parser.add_argument(
+        "--ws-connections",
+        type=int,
+        default=32,
+        help="ws-echo: WebSocket connections, one message in flight on each (default 32)",
+    )
+    parser.add_argument(
+        "--ws-idle-connections",
+        type=int,
+        default=2000,
+        help="ws-idle: idle WebSocket connections to open and hold (default 2000)",
+    )
     parser.add_argument(
         "--max-other",
         type=float,
@@ -945,8 +1549,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(default bench/results/latest.md)",
     )
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.duration < 1 or args.connections < 1:
+    if min(args.rounds, args.duration, args.connections) < 1:
         parser.error("--rounds, --duration and --connections must be positive")
+    if min(args.ws_connections, args.ws_idle_connections) < 1:
+        parser.error("--ws-connections and --ws-idle-connections must be positive")
     if args.warmup < 0 or args.retries < 0 or args.quiet_wait < 0:
         parser.error("--warmup, --retries and --quiet-wait must not be negative")
     return args
@@ -964,6 +1570,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     venvs: Path = args.venvs.resolve()
     servers = [SERVERS[n] for n in args.servers]
     workloads = [WORKLOADS[n] for n in args.workloads]
+    if any(w.websocket for w in workloads):
+        needed = (args.ws_idle_connections if "ws-idle" in args.workloads else 0) + 1024
+        if problem := ws_client_ready() or raise_fd_limit(needed):
+            print(f"bench: WebSocket workloads: {problem}", file=sys.stderr)
+            return 2
     versions = {s.name: venv_info(venvs / s.name, s.packages) for s in servers}
     pythons = {v["python"] for v in versions.values()}
     if len(pythons) != 1:
@@ -981,6 +1592,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "wrk": _wrk_version(),
         "versions": versions,
     }
+    if any(w.websocket for w in workloads):
+        meta["ws_client"] = _ws_client_version()
     live = REPO_DIR / "src" / "laurelin"
     snapshot: Path | None = None
     if "laurelin" in args.servers and not args.no_snapshot:
@@ -1034,18 +1647,31 @@ def run_all(
                 run = measure(s, w, rnd, args, paths)
                 runs.append(run)
                 flag = "  FLAGGED: " + "; ".join(run.problems) if run.flagged else ""
-                if run.wrk.error_count:
-                    flag += f" (wrk errors: {_wrk_errors(run.wrk)})"
+                if errors := run.error_summary():
+                    flag += f" ({errors})"
                 print(
-                    f"[{rnd}/{args.rounds}] {w.name:<6} {s.name:<9} "
-                    f"{run.wrk.requests_per_sec:>10,.0f} req/s  "
-                    f"avg {run.wrk.latency_avg_ms:7.2f} ms  "
-                    f"rss {run.rss_kib / 1024:6.1f} MiB  "
-                    f"cpu server {run.cpu.server:3.0f}% wrk {run.cpu.wrk:3.0f}% "
-                    f"other {run.cpu.other:3.0f}% (attempts {run.attempts}){flag}",
+                    f"[{rnd}/{args.rounds}] {w.name:<7} {s.name:<9} {_progress(run)}{flag}",
                     file=sys.stderr,
                 )
     return runs
+
+
+def _progress(run: Run) -> str:
+    if run.kind == "ws-idle":
+        per_1000 = run.ws.mib_per_1000
+        return (
+            f"held {run.ws.opened:>6,}  "
+            f"rss {run.ws.rss_before_kib / 1024:6.1f} -> {run.ws.rss_held_kib / 1024:6.1f} MiB  "
+            + ("-" if per_1000 is None else f"{per_1000:.2f}")
+            + f" MiB/1000 conns  peak {run.rss_kib / 1024:6.1f} MiB"
+        )
+    unit = "msg/s" if run.kind == "ws-echo" else "req/s"
+    return (
+        f"{run.rate:>10,.0f} {unit}  avg {run.latency_avg_ms:7.2f} ms  "
+        f"rss {run.rss_kib / 1024:6.1f} MiB  "
+        f"cpu server {run.cpu.server:3.0f}% client {run.cpu.client:3.0f}% "
+        f"other {run.cpu.other:3.0f}% (attempts {run.attempts})"
+    )
 
 
 if __name__ == "__main__":

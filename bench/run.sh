@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # bench/run.sh — entry point of the benchmark (`make bench`): builds one venv per server under
-# bench/.venvs/<python version>/ (reused when present), then hands over to bench/run.py.
+# bench/.venvs/<python version>/ (reused when present), then hands over to bench/run.py, which
+# installs the WebSocket client's npm packages (bench/ws/node_modules, `npm ci`) when a ws
+# workload needs them and they are missing.
 #
 # Usage: bench/run.sh [--python 3.12] [--reinstall] [run.py options...]
 #   --python VERSION|PATH  interpreter for every server venv (default: $BENCH_PYTHON or 3.12)
-#   --reinstall            rebuild the venvs even if they exist
+#   --reinstall            rebuild the venvs and bench/ws/node_modules even if they exist
 #   everything else goes to bench/run.py (see `bench/run.sh --help`).
 set -euo pipefail
 
@@ -71,6 +73,10 @@ declare -A PACKAGES=(
     [daphne]="daphne"
     [granian]="granian[uvloop]"
 )
+
+if [[ $REINSTALL -eq 1 ]]; then
+    rm -rf "$BENCH_DIR/ws/node_modules"
+fi
 
 for server in laurelin uvicorn hypercorn daphne granian; do
     venv="$VENVS/$server"
