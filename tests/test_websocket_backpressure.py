@@ -8,7 +8,7 @@ from __future__ import annotations
 import select
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -122,3 +122,24 @@ def test_slow_app_reader_gets_every_message_in_order(server: ServerProcess) -> N
         for index in range(count):
             assert ws.read_text(30) == f"{index:06d}"
         ws.close_handshake()
+
+
+def test_keepalive_spares_a_client_held_back_by_a_slow_app(
+    run_server: Callable[..., ServerProcess],
+) -> None:
+    """While reading is paused because the app is behind, the client's pongs cannot be read:
+    the keep-alive must not take that for a dead peer (no 1011), and no ping is due either,
+    since the client was evidently sending."""
+    server = run_server(APP, "--ping-interval", "0.2", "--ping-timeout", "0.2")
+    tag = uuid.uuid4().hex
+    payload = bytes(MESSAGE)
+    with wsraw.connect(server.port, f"/never-receive?tag={tag}", timeout=60) as ws:
+        assert "accepted" in events(server, tag, "accepted")
+        frames, rest = send_until_blocked(ws, payload, limit=512 << 20)
+        time.sleep(1.5)  # several ping intervals and timeouts with reading paused
+        release(server, tag)
+        ws.send(rest)
+        ws.send_frame(TEXT, b"end")
+        assert ws.read_text(60) == f"received:{frames}:{frames * MESSAGE}"
+        ws.close_handshake()
+    assert not any(e.startswith("disconnect:1011") for e in events(server, tag, "disconnect"))

@@ -8,7 +8,9 @@
 # order), `Expect: 100-continue`, closing (lingering after errors, RST on abort) and write
 # backpressure. Response framing is the ResponseWriter mixin's (http1_response.py). The ASGI
 # rules are the bridge's (asgi/http.py): this class is the `HTTPSink` every HTTPCycle of the
-# connection talks to.
+# connection talks to. A WebSocket upgrade (RFC 6455 4.2) is queued like a request; until its
+# app accepts, this class is also its `HandshakeSink` (a refusal is an ordinary response, then
+# close); on accept it writes the 101 and hands the transport to a WebSocketConnection.
 from __future__ import annotations
 
 import asyncio

@@ -2,7 +2,8 @@
 #
 # Owns the frames after the 101: the `websockets` sans-I/O framing (C speedups, permessage-
 # deflate) in, complete messages out to the WebSocketCycle (fragments reassembled, text checked
-# for UTF-8 as it arrives: 1007), protocol errors (1002, 1009 over the size limits) closing with
+# for UTF-8 as it arrives: 1007; small whole data frames, most of the traffic, parsed here and
+# everything else by the framing, see _split), protocol errors (1002, 1009 over the limits) with
 # the right code, the server's keep-alive pings (--ping-interval of silence, then a ping; no
 # pong within --ping-timeout: close 1011), the closing handshake with a deadline, read and
 # write backpressure, and graceful shutdown (1001). The handshake is protocols/ws_handshake.py's
@@ -37,13 +38,14 @@ INVALID_DATA = 1007
 _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 _CLOSE, _PONG = Opcode.CLOSE, Opcode.PONG
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
-_HEAD16 = struct.Struct("!BBH")
-_LENGTH16 = struct.Struct("!H")
-_LENGTH64 = struct.Struct("!Q")
 # Complete data frames up to this size are parsed here rather than by the framing (_split).
 _FAST_MAX = 16384
+_LENGTH16 = struct.Struct("!H")
+_LENGTH64 = struct.Struct("!Q")
+# Heads of the data frames we send, and the payload size above which a payload is written
+# after its head instead of copied behind it.
+_HEAD16 = struct.Struct("!BBH")
 _HEAD64 = struct.Struct("!BBQ")
-# A payload larger than this is written after its header instead of copied behind it.
 _JOIN_LIMIT = 16384
 
 
@@ -430,6 +432,12 @@ class WebSocketConnection(asyncio.Protocol):
             return
         if self._closing:
             self.transport.abort()  # the closing handshake or our last write did not finish
+            return
+        if self._read_paused:
+            # Not reading because the app is behind: the client is sending, so it is alive, and
+            # its pong could not be read anyway. Check again one interval later.
+            self._ping = None
+            self._arm_keepalive()
             return
         if self._ping is not None:
             self._fail(INTERNAL_ERROR, "keepalive ping timeout")
