@@ -421,7 +421,7 @@ class Config:
     ping_interval: float = opt(
         20.0,
         "--ping-interval",
-        help="Seconds without incoming WebSocket traffic before the server pings.",
+        help="Seconds without incoming WebSocket traffic before the server pings; 0: no pings.",
         group="WebSocket",
         parse=seconds,
         metavar="SECONDS",
@@ -429,7 +429,7 @@ class Config:
     ping_timeout: float = opt(
         30.0,
         "--ping-timeout",
-        help="Seconds to wait for the pong before the WebSocket is closed.",
+        help="Seconds to wait for the pong before the WebSocket is closed (1011); 0: no limit.",
         group="WebSocket",
         parse=seconds,
         metavar="SECONDS",

@@ -292,6 +292,13 @@ class WebSocketCycle:
             raise RuntimeError(
                 f"'websocket.accept' subprotocol must be a str token, got {subprotocol!r}"
             )
+        if subprotocol is not None and subprotocol not in self.scope["subprotocols"]:
+            # RFC 6455 4.1: the client would fail the connection on a subprotocol it did not
+            # offer; the app learns of its mistake here instead.
+            raise RuntimeError(
+                f"'websocket.accept' subprotocol {subprotocol!r} was not offered by the client "
+                f"(it offered {self.scope['subprotocols']!r})"
+            )
         headers = check_response_headers(message.get("headers", ()))
         self._cancel_connect_timer()
         self._state = _OPEN
@@ -307,10 +314,9 @@ class WebSocketCycle:
         if self._disconnect is not None:
             raise ClientDisconnected("the client disconnected")
         status = message.get("status")
-        if type(status) is not int or not 100 <= status <= 599 or status == 101:
+        if type(status) is not int or not 200 <= status <= 599:
             raise RuntimeError(
-                "'websocket.http.response.start' needs an int status in 100-599 (not 101), "
-                f"got {status!r}"
+                f"'websocket.http.response.start' needs an int status in 200-599, got {status!r}"
             )
         headers = check_response_headers(message.get("headers", ()))
         self._cancel_connect_timer()

@@ -30,7 +30,7 @@ from laurelin.asgi.scope import BadRequest, build_http_scope, websocket_scope
 from laurelin.asgi.websocket import WebSocketCycle
 from laurelin.logs import error_logger, log_access
 from laurelin.protocols.http1_encoding import CONTINUE
-from laurelin.protocols.http1_response import ResponseWriter
+from laurelin.protocols.http1_response import ResponseWriter, default_lines
 from laurelin.protocols.websocket import WebSocketConnection
 from laurelin.protocols.ws_handshake import (
     check_upgrade,
@@ -432,15 +432,13 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
         pending = self._ws
         assert pending is not None and pending.cycle is cycle
         settings = self.settings
-        date = settings.date_header
         transport = self.transport
         transport.write(
             response_head(
                 pending.key,
                 subprotocol,
                 pending.extensions,
-                settings.default_headers,
-                date.line() if date is not None else b"",
+                b"".join(default_lines(settings, {name for name, _ in headers})),
                 headers,
             )
         )
@@ -454,8 +452,10 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        settings.connections.discard(self)
+        # Added before this one is removed: a drain waiting for the registry to empty must not
+        # see it empty in between.
         settings.connections.add(conn)
+        settings.connections.discard(self)
         transport.set_protocol(conn)
         if self._read_paused:
             self._read_paused = False

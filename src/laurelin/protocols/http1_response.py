@@ -83,7 +83,8 @@ class ResponseWriter:
     def start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         settings = self.settings
         active = self._active
-        assert active is not None
+        if active is None:
+            return  # reset meanwhile (abort at the end of a drain): nothing can be written
         date = settings.date_header
         parts = [STATUS_LINES[status], settings.default_headers, date.line() if date else b""]
         remaining: int | None = None
@@ -107,7 +108,7 @@ class ResponseWriter:
                     override = True  # the app's own Server / Date / --header replaces ours
             parts += (name, b": ", value, b"\r\n")
         if override:
-            parts[1:3] = _default_lines(settings, {name for name, _ in headers})
+            parts[1:3] = default_lines(settings, {name for name, _ in headers})
         if status < 200:
             # An informational response (103 Early Hints): written now; the final one follows.
             parts.append(b"\r\n")
@@ -289,7 +290,7 @@ class ResponseWriter:
         self._close(linger=True)
 
 
-def _default_lines(settings: ConnectionSettings, app_names: set[bytes]) -> list[bytes]:
+def default_lines(settings: ConnectionSettings, app_names: set[bytes]) -> list[bytes]:
     """The default header lines the app did not set itself."""
     lines = [
         line + b"\r\n"

@@ -54,6 +54,7 @@ class WebSocketConnection(asyncio.Protocol):
     its WebSocketCycle."""
 
     __slots__ = (
+        "_app_paused",
         "_closing",
         "_decoder",
         "_drain_waiters",
@@ -90,7 +91,8 @@ class WebSocketConnection(asyncio.Protocol):
         self._framing = framing
         self.write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self._read_paused = False
+        self._app_paused = False  # the cycle asked: its queue is full
+        self._read_paused = False  # the transport's reading is paused (app, or write backlog)
         self._closing = False  # our close frame is out (or the transport is closing)
         self._lost = False
         # The message being reassembled from fragments, and for text the UTF-8 check of it.
@@ -110,17 +112,20 @@ class WebSocketConnection(asyncio.Protocol):
     def opened(self) -> None:
         """The cycle is ready for frames: start the keep-alive and read what came early."""
         self._arm_keepalive()
+        early, self._early = self._early, b""
+        if early:
+            self.data_received(early)
         if self.settings.draining:
             self.cycle.shutdown()
-        early, self._early = self._early, b""
-        if early and not self._closing:
-            self.data_received(early)
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         self._rx = True
         if self._closing:
+            if self._held:  # frames the framing has not seen come first
+                data = self._held + data
+                self._held = b""
             self._to_framing(data)  # only a close frame matters now; the framing finds it
             return
         owed = self._owed
@@ -194,6 +199,8 @@ class WebSocketConnection(asyncio.Protocol):
                     self.cycle.feed_message(text)
                 else:
                     self.cycle.feed_message(payload)
+                if self._app_paused:
+                    break  # the app is behind: the rest waits in _held (resume_reading)
                 continue
             # The framing's frame: what is here of it now, the rest as it comes.
             chunk = data[pos : pos + total]
@@ -235,11 +242,15 @@ class WebSocketConnection(asyncio.Protocol):
         self._wake_writers()
 
     def pause_writing(self) -> None:
+        # The client is not reading what we send: stop reading from it too, or pings could
+        # make it queue pongs here without bound.
         self.write_paused = True
+        self._sync_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
         self._wake_writers()
+        self._sync_reading()
 
     # -- frames in -------------------------------------------------------------------------------
 
@@ -372,16 +383,47 @@ class WebSocketConnection(asyncio.Protocol):
         self._framing.send_close(code, reason)
         self._write_out()
         self._arm(CLOSE_TIMEOUT)
+        # The client's answer must be read even if the app stopped receiving: read again, and
+        # let the framing see what was held back (the answer may be in there already).
+        self._app_paused = False
+        if self._held:
+            held, self._held = self._held, b""
+            self._to_framing(held)
+        self._sync_reading()
 
     def pause_reading(self) -> None:
-        if not self._read_paused and not self._lost:
-            self._read_paused = True
-            self.transport.pause_reading()
+        if not self._app_paused:
+            self._app_paused = True
+            self._sync_reading()
 
     def resume_reading(self) -> None:
-        if self._read_paused and not self._lost:
-            self._read_paused = False
-            self.transport.resume_reading()
+        if self._app_paused:
+            self._app_paused = False
+            if self._held and not self._closing:
+                # Complete frames read before the pause come first; from the loop, not from
+                # inside the app's receive().
+                self.loop.call_soon(self._take_held)
+            else:
+                self._sync_reading()
+
+    def _take_held(self) -> None:
+        if self._lost or self._app_paused or self._closing or not self._held:
+            self._sync_reading()
+            return
+        held, self._held = self._held, b""
+        self._split(held)
+        self._write_out()
+        self._sync_reading()
+
+    def _sync_reading(self) -> None:
+        """Read from the transport unless the app is behind or the client is not reading."""
+        paused = (self._app_paused or self.write_paused) and not self._closing
+        if paused != self._read_paused and not self._lost:
+            self._read_paused = paused
+            if paused:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
 
     async def wait_writable(self) -> None:
         if not self.write_paused or self._lost:
@@ -434,8 +476,9 @@ class WebSocketConnection(asyncio.Protocol):
             self.transport.abort()  # the closing handshake or our last write did not finish
             return
         if self._read_paused:
-            # Not reading because the app is behind: the client is sending, so it is alive, and
-            # its pong could not be read anyway. Check again one interval later.
+            # Not reading, because the app is behind (so the client was sending: it is alive)
+            # or because the client is not reading what we send (TCP will tell if it is gone):
+            # a pong could not be read anyway. Check again one interval later.
             self._ping = None
             self._arm_keepalive()
             return
@@ -447,10 +490,14 @@ class WebSocketConnection(asyncio.Protocol):
             self._rx = False  # traffic since the last check: look again one interval later
             self._arm_keepalive()
             return
-        self._ping = os.urandom(4)
-        self._framing.send_ping(self._ping)
+        ping = os.urandom(4)
+        self._framing.send_ping(ping)
         self._write_out()
-        self._arm(self.settings.ws_ping_timeout)
+        if self.settings.ws_ping_timeout:
+            self._ping = ping
+            self._arm(self.settings.ws_ping_timeout)
+        else:
+            self._arm_keepalive()  # --ping-timeout 0: pings without a deadline
 
     def shutdown(self) -> None:
         """Graceful shutdown: close with 1001 (going away)."""

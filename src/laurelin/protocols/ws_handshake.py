@@ -149,8 +149,7 @@ def response_head(
     key: bytes,
     subprotocol: str | None,
     extensions: bytes | None,
-    default_headers: bytes,
-    date_line: bytes,
+    default_lines: bytes,
     app_headers: list[tuple[bytes, bytes]],
 ) -> bytes:
     """The 101 Switching Protocols head that completes the handshake."""
@@ -164,7 +163,7 @@ def response_head(
         parts += (b"sec-websocket-extensions: ", extensions, b"\r\n")
     if subprotocol is not None:
         parts += (b"sec-websocket-protocol: ", subprotocol.encode(), b"\r\n")
-    parts += (default_headers, date_line)
+    parts.append(default_lines)  # Server, Date, --header: those the app did not set itself
     for name, value in app_headers:
         if name not in _HANDSHAKE_HEADERS:
             parts += (name, b": ", value, b"\r\n")

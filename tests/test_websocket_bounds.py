@@ -1,0 +1,107 @@
+# What a WebSocket client cannot make the server hold, and the closing handshake when frames
+# were held back: a flood of tiny frames while the app is not receiving (the server stops
+# parsing once the app's queue is full, not only reading), pings from a client that reads
+# nothing (no unbounded queue of pongs: the server stops reading while it cannot write), and a
+# frame split around the app's close (the frame's head, held by the server, must reach the
+# framing before the rest, or the rest is misread as frames of its own).
+from __future__ import annotations
+
+import select
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+import wsraw
+from conftest import ServerProcess
+from rawhttp import events, release, serve
+from wsraw import BINARY, CLOSE, PING, TEXT, frame
+
+APP = "ws_app:app"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    with serve(APP) as proc:
+        yield proc
+
+
+def send_blob_until_blocked(sock: socket.socket, blob: bytes, limit: int) -> tuple[int, bytes]:
+    """Send `blob` over and over until the socket stays unwritable for 2 s; return the bytes
+    sent and the unsent rest of the last copy. Fails past `limit` bytes."""
+    sent = 0
+    pending = memoryview(b"")
+    sock.setblocking(False)
+    try:
+        while True:
+            if not pending:
+                assert sent < limit, f"the server read {sent} bytes and never stopped"
+                pending = memoryview(blob)
+            _, writable, _ = select.select([], [sock], [], 2.0)
+            if not writable:
+                return sent, bytes(pending)
+            try:
+                written = sock.send(pending)
+            except BlockingIOError:
+                continue
+            pending = pending[written:]
+            sent += written
+    finally:
+        sock.setblocking(True)
+
+
+def test_tiny_frames_while_the_app_is_behind(server: ServerProcess) -> None:
+    tag = uuid.uuid4().hex
+    empty = frame(BINARY, b"", mask_key=b"\x01\x02\x03\x04")
+    blob = empty * 43690  # 256 KiB of empty messages: one read's worth
+    with wsraw.connect(server.port, f"/never-receive?tag={tag}", timeout=60) as ws:
+        assert "accepted" in events(server, tag, "accepted")
+        before = server.rss_kib()
+        sent, rest = send_blob_until_blocked(ws.sock, blob, limit=256 << 20)
+        grown = server.rss_kib() - before
+        # Parsed and queued, those messages would cost about 8 MB per read.
+        assert grown < 4096, f"server RSS grew by {grown} KiB for {sent} bytes of empty frames"
+        release(server, tag)
+        ws.send(rest)
+        ws.send_frame(TEXT, b"end")
+        count = (sent + len(rest)) // len(empty)
+        assert ws.read_text(60) == f"received:{count}:0"
+        ws.close_handshake()
+
+
+def test_pings_from_a_client_that_reads_nothing(server: ServerProcess) -> None:
+    with wsraw.connect(server.port, "/echo", rcvbuf=4096, timeout=60) as ws:
+        ping = frame(PING, b"p" * 125)
+        sent, rest = send_blob_until_blocked(ws.sock, ping * 512, limit=64 << 20)
+        assert sent < 64 << 20
+        # Reading again, the client gets every pong, then the server is as before.
+        ws.send(rest)
+        ws.send_frame(TEXT, b"still here")
+        assert ws.read_text(60) == "still here"
+        ws.close_handshake()
+
+
+def test_frame_split_around_the_apps_close(server: ServerProcess) -> None:
+    """The app closes while the server holds the first bytes of a frame. The rest of that
+    frame is shaped to read as two pings if it were taken for the start of a frame: the
+    server must answer them with nothing after its close frame, and finish the handshake."""
+    tag = uuid.uuid4().hex
+    zero_mask = b"\0\0\0\0"  # the payload is sent as it is: its bytes are chosen below
+    shaped = frame(PING, b"x" * 125, mask_key=zero_mask) + frame(
+        PING, b"y" * 13, mask_key=zero_mask
+    )
+    payload = b"h" * 42 + shaped
+    whole = frame(BINARY, payload, mask_key=zero_mask)
+    assert len(whole) == 8 + 42 + 150  # head, then what is held, then the two would-be pings
+    with wsraw.connect(server.port, f"/close?tag={tag}&first=1&code=4000", timeout=10) as ws:
+        ws.sock.sendall(frame(TEXT, b"go") + whole[:50])
+        closing = ws.read_frame()
+        assert (closing.opcode, closing.close_code) == (CLOSE, 4000)
+        ws.sock.sendall(whole[50:] + frame(CLOSE, wsraw.close_payload(4000)))
+        ws.sock.settimeout(10)
+        after = b""
+        while chunk := ws.sock.recv(4096):
+            after += chunk
+        assert after == b"", f"frames after the close frame: {after!r}"
+    assert events(server, tag, "disconnect")[-1] == "disconnect:4000:"
