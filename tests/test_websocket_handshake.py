@@ -189,6 +189,29 @@ def test_accept_headers_are_added_to_the_101(server: ServerProcess) -> None:
         assert ws.read_text() == "after custom headers"
 
 
+def test_apps_server_header_replaces_ours_in_the_101(server: ServerProcess) -> None:
+    with wsraw.connect(server.port, "/echo?h=server:custom") as ws:
+        assert ws.response is not None
+        assert ws.response.get_all("server") == ["custom"]
+
+
+def test_subprotocol_the_client_did_not_offer_is_an_app_error(server: ServerProcess) -> None:
+    """RFC 6455 4.1: the client would fail the connection; the app gets a RuntimeError at
+    accept (an exception before accept: 500), and the error names the offered ones."""
+    with wsraw.WSClient(server.port) as ws:
+        response = ws.handshake("/echo?subprotocol=chat.v9", subprotocols=["chat.v1"])
+        assert response.status == 500
+    server.wait_for(r"subprotocol 'chat.v9' was not offered by the client", "stderr")
+
+
+@pytest.mark.parametrize("status", ["103", "101"])
+def test_denial_response_needs_a_final_status(server: ServerProcess, status: str) -> None:
+    with wsraw.WSClient(server.port) as ws:
+        response = ws.handshake(f"/deny?status={status}")
+        assert response.status == 500
+    server.wait_for(r"'websocket.http.response.start' needs an int status in 200-599", "stderr")
+
+
 # -- the scope -------------------------------------------------------------------------------------
 
 
