@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 APPS = Path(__file__).parent / "apps"
-LISTENING = re.compile(r"Listening on http://(\[[^\]]+\]|[^\s:]+):(\d+)")
+LISTENING = re.compile(r"Listening on https?://(\[[^\]]+\]|[^\s:]+):(\d+)")
 
 
 def laurelin_argv(*args: str) -> list[str]:
@@ -116,7 +116,7 @@ class Launched:
                 self._cond.wait(min(remaining, 0.1))
 
     def wait_listening(self, timeout: float = 10.0) -> int:
-        """Wait for the "Listening on http://..." line; remember and return its port."""
+        """Wait for the "Listening on http(s)://..." line; remember and return its port."""
         match = self.wait_for(LISTENING.pattern, "stderr", timeout)
         self.host = match.group(1).strip("[]")
         self.port = int(match.group(2))

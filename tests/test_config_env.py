@@ -50,6 +50,8 @@ def base_environ(f: dataclasses.Field[Any]) -> dict[str, str]:
     """What the environment needs besides `f` for the configuration to be valid."""
     if f.name in ("proxy_headers_host", "proxy_headers_port"):
         return {env_name("proxy_headers"): "true"}
+    if f.name == "ssl_keyfile":
+        return {env_name("ssl_certfile"): "cert.pem"}
     return {}
 
 

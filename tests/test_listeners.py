@@ -1,7 +1,7 @@
 # Where laurelin listens: -b/-p defaults as Daphne's, IPv6, Unix sockets (and their mode), an
 # inherited --fd, Daphne endpoint strings, several listeners at once, systemd socket activation,
-# and the one-line failures (busy address, ssl:, bad endpoints). Each is checked on a real socket
-# with a real client.
+# and the one-line failures (busy address, ssl: files missing, bad endpoints). Each is checked
+# on a real socket with a real client.
 from __future__ import annotations
 
 import os
@@ -293,7 +293,7 @@ def test_endpoint_strings_parse_as_twisted_does(text: str, expected: ListenSpec)
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("ssl:443:privateKey=key.pem:certKey=cert.pem", "ssl: endpoints are not supported yet"),
+        ("ssl:443:certKey=cert.pem", "ssl: needs privateKey=FILE"),
         ("tcp:port=http", "missing or malformed"),
         ("tcp:port=70000", "missing or malformed"),
         ("tcp", "missing or malformed"),
@@ -322,13 +322,13 @@ def test_tcp6_endpoint_end_to_end(launch: Callable[..., Launched]) -> None:
     assert httpx.get(f"http://[::1]:{port}/").text == "cli ok"
 
 
-def test_ssl_endpoint_is_one_clear_line_and_exit_1() -> None:
-    result = run_to_exit("-e", "ssl:8443:privateKey=key.pem:certKey=cert.pem", APP)
+def test_ssl_endpoint_with_missing_files_is_one_clear_line_and_exit_1() -> None:
+    result = run_to_exit("-e", "ssl:8443:privateKey=no-such-key.pem:certKey=no-such.pem", APP)
     assert result.proc.returncode == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output
     assert "CRITICAL" in lines[0]
-    assert "ssl: endpoints are not supported yet" in lines[0]
+    assert "no-such.pem" in lines[0]
 
 
 def test_several_listeners_at_once(launch: Callable[..., Launched], short_tmp: Path) -> None:

@@ -92,6 +92,8 @@ def parse_config(
             if values.get(name):
                 flag = "--" + name.replace("_", "-")
                 parser.error(f"{flag} needs --proxy-headers")
+    if values.get("ssl_keyfile") and not values.get("ssl_certfile"):
+        parser.error("--ssl-keyfile needs --ssl-certfile")
     return Config(**values)
 
 

@@ -20,6 +20,7 @@ DAPHNE_LOG_FORMAT = "%(asctime)-15s %(levelname)-8s %(message)s"
 GROUPS = (
     "Application",
     "Listening",
+    "TLS",
     "HTTP",
     "Limits and timeouts",
     "Proxies",
@@ -248,10 +249,62 @@ class Config:
         "-e",
         "--endpoint",
         help="Daphne endpoint string, repeatable: tcp:port=8000:interface=0.0.0.0, "
-        "tcp6:port=8000:interface=\\:\\:, unix:/path[:mode=660], fd:fileno=3.",
+        "tcp6:port=8000:interface=\\:\\:, unix:/path[:mode=660], fd:fileno=3, "
+        "ssl:443:privateKey=key.pem:certKey=cert.pem[:extraCertChain=chain.pem].",
         group="Listening",
         kind="append",
         metavar="ENDPOINT",
+    )
+    ssl_certfile: str | None = opt(
+        None,
+        "--ssl-certfile",
+        help="Serve TLS on every listener with this certificate (PEM; the chain may follow it).",
+        group="TLS",
+        metavar="PATH",
+    )
+    ssl_keyfile: str | None = opt(
+        None,
+        "--ssl-keyfile",
+        help="The certificate's private key (PEM), unless --ssl-certfile holds it too.",
+        group="TLS",
+        metavar="PATH",
+    )
+    ssl_keyfile_password: str | None = opt(
+        None,
+        "--ssl-keyfile-password",
+        help="Password of an encrypted --ssl-keyfile.",
+        group="TLS",
+        metavar="PASSWORD",
+    )
+    ssl_ca_certs: str | None = opt(
+        None,
+        "--ssl-ca-certs",
+        help="CA certificates (PEM) that client certificates are checked against.",
+        group="TLS",
+        metavar="PATH",
+    )
+    ssl_cert_reqs: int = opt(
+        0,
+        "--ssl-cert-reqs",
+        help="Client certificates: 0 not asked for, 1 optional, 2 required.",
+        group="TLS",
+        parse=int,
+        choices=("0", "1", "2"),
+    )
+    ssl_ciphers: str | None = opt(
+        None,
+        "--ssl-ciphers",
+        help="OpenSSL cipher list for TLS 1.2 and older (default: Python's secure defaults).",
+        group="TLS",
+        metavar="CIPHERS",
+    )
+    ssl_handshake_timeout: float = opt(
+        10.0,
+        "--ssl-handshake-timeout",
+        help="Seconds a client has to complete the TLS handshake; then it is dropped.",
+        group="TLS",
+        parse=seconds,
+        metavar="SECONDS",
     )
     backlog: int = opt(
         2048,

@@ -2,8 +2,9 @@
 #
 # Sources, all combinable: -b/-p (IPv4, IPv6 with or without brackets, host names), -u (Unix
 # socket), --fd (an inherited listening descriptor), -e (Daphne's Twisted-style endpoint strings:
-# tcp:, tcp6:, unix:, fd:; ssl: is refused with a clear message until TLS lands) and systemd
-# socket activation (LISTEN_FDS/LISTEN_PID, descriptors from 3). With none of them: 127.0.0.1:8000.
+# tcp:, tcp6:, unix:, fd:, and ssl: with its own key and certificate) and systemd socket
+# activation (LISTEN_FDS/LISTEN_PID, descriptors from 3). With none of them: 127.0.0.1:8000.
+# --ssl-certfile puts TLS on every listener that has no ssl: files of its own.
 # A failure to listen is `ListenError`, whose text is Daphne's CRITICAL line plus a hint.
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from laurelin.config import Config, port_number
+from laurelin.tls import TLSFiles, config_files
 
 SD_LISTEN_FDS_START = 3
 
@@ -41,6 +43,7 @@ class ListenSpec:
     fd: int = -1
     v6only: bool = True
     """For the IPv6 wildcard "::": False makes it dual-stack (IPv4 too), as Daphne's is on Linux."""
+    tls: TLSFiles | None = None
 
     def describe(self) -> str:
         """Human-readable address, as used in log lines."""
@@ -87,16 +90,20 @@ def parse_endpoint(text: str) -> ListenSpec:
             return ListenSpec("unix", path=path, mode=mode)
         if kind == "fd":
             return ListenSpec("fd", fd=int(named.get("fileno") or positional[0]))
+        if kind == "ssl":
+            port = port_number(named.get("port") or positional[0])
+            host = named.get("interface", "0.0.0.0")
+            key = named["privateKey"]
+            # Twisted: certKey defaults to the privateKey file (one PEM holding both).
+            files = TLSFiles(named.get("certKey", key), key, chain=named.get("extraCertChain"))
+            return ListenSpec("tcp", host=_strip_brackets(host), port=port, tls=files)
+    except KeyError:
+        raise EndpointError(f"Invalid endpoint {text!r}: ssl: needs privateKey=FILE") from None
     except (IndexError, ValueError):
         raise EndpointError(f"Invalid endpoint {text!r}: missing or malformed value") from None
-    if kind == "ssl":
-        raise EndpointError(
-            f"Endpoint {text!r}: ssl: endpoints are not supported yet; terminate TLS in a proxy "
-            "in front of laurelin for now"
-        )
     raise EndpointError(
         f"Endpoint {text!r}: unsupported endpoint type {kind!r} (laurelin understands tcp:, "
-        "tcp6:, unix: and fd:)"
+        "tcp6:, unix:, fd: and ssl:)"
     )
 
 
@@ -137,6 +144,9 @@ def listen_specs(config: Config, environ: Mapping[str, str] | None = None) -> li
     specs.extend(ListenSpec("fd", fd=fd) for fd in systemd_fds(environ))
     if not specs:
         specs.append(ListenSpec("tcp", host="127.0.0.1", port=8000))
+    files = config_files(config)
+    if files is not None:
+        specs = [spec if spec.tls else dataclasses.replace(spec, tls=files) for spec in specs]
     return [_with_stack(spec, specs) for spec in specs]
 
 
@@ -257,13 +267,13 @@ def _adopt_fd(spec: ListenSpec, backlog: int) -> socket.socket:
     return sock
 
 
-def describe_socket(sock: socket.socket) -> str:
+def describe_socket(sock: socket.socket, tls: bool = False) -> str:
     """Address a listening socket is bound to, for the start-up log."""
     name = sock.getsockname()
     if sock.family == socket.AF_UNIX:
-        return f"unix:{name}"
+        return f"unix:{name}" + (" (TLS)" if tls else "")
     host, port = name[0], name[1]
-    scheme = "http"
+    scheme = "https" if tls else "http"
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{port}"

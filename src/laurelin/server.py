@@ -10,6 +10,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from laurelin.asgi.context import ServerContext
 from laurelin.asgi.lifespan import Lifespan, LifespanFailure
@@ -26,6 +27,7 @@ from laurelin.protocols.http1_encoding import (
 )
 from laurelin.protocols.settings import ConnectionSettings
 from laurelin.protocols.ws_handshake import FramingSettings
+from laurelin.tls import ServerTLS
 
 logger = logging.getLogger("laurelin.error")
 
@@ -82,10 +84,18 @@ def build_settings(config: Config, ctx: ServerContext) -> ConnectionSettings:
 class Server:
     """Serve one ASGI app on a set of listening sockets in the running event loop."""
 
-    def __init__(self, config: Config, app: ASGIApp, sockets: list[socket.socket]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        app: ASGIApp,
+        sockets: list[socket.socket],
+        tls: list[ServerTLS | None] | None = None,
+    ) -> None:
         self.config = config
         self.app = app
         self.sockets = sockets
+        # TLS per socket (same order); None: plain.
+        self.tls = tls if tls is not None else [None] * len(sockets)
         self.settings: ConnectionSettings | None = None
         self._servers: list[asyncio.Server] = []
         self.started = asyncio.Event()
@@ -109,13 +119,21 @@ class Server:
         settings = build_settings(config, ctx)
         self.settings = settings
 
-        def factory() -> asyncio.Protocol:
-            return HTTP1Connection(settings)
-
-        for sock in self.sockets:
-            server = await loop.create_server(factory, sock=sock, backlog=config.backlog)
+        for sock, tls in zip(self.sockets, self.tls, strict=True):
+            if tls is None:
+                server = await loop.create_server(
+                    partial(HTTP1Connection, settings), sock=sock, backlog=config.backlog
+                )
+            else:
+                server = await loop.create_server(
+                    partial(HTTP1Connection, settings, tls),
+                    sock=sock,
+                    backlog=config.backlog,
+                    ssl=tls.context,
+                    ssl_handshake_timeout=config.ssl_handshake_timeout or None,
+                )
             self._servers.append(server)
-            logger.info("Listening on %s", describe_socket(sock))
+            logger.info("Listening on %s", describe_socket(sock, tls is not None))
         self.started.set()
         try:
             await shutdown_trigger()

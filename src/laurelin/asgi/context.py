@@ -68,10 +68,17 @@ class PeerInfo:
     tls: bool
     proxy_trusted: bool
     root_path_trusted: bool
+    # The scope extensions of this connection's requests (the server's, plus `tls` over TLS).
+    extensions: dict[str, Any]
 
     @classmethod
     def from_addresses(
-        cls, ctx: ServerContext, peername: Any, sockname: Any, tls: bool
+        cls,
+        ctx: ServerContext,
+        peername: Any,
+        sockname: Any,
+        tls: bool,
+        extensions: dict[str, Any],
     ) -> PeerInfo:
         """Describe a connection from its socket's peer and local names."""
         client = _as_address(peername)
@@ -82,7 +89,7 @@ class PeerInfo:
         proxy_trusted = ctx.proxy_headers and ctx.trust.trusts(host)
         root_trust = ctx.root_path_trust
         root_path_trusted = root_trust is None or root_trust.trusts(host)
-        return cls(client, server, tls, proxy_trusted, root_path_trusted)
+        return cls(client, server, tls, proxy_trusted, root_path_trusted, extensions)
 
 
 def _as_address(name: Any) -> tuple[str, int] | None:

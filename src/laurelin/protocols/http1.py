@@ -39,11 +39,13 @@ from laurelin.protocols.ws_handshake import (
     open_framing,
     response_head,
 )
+from laurelin.tls import tls_extension
 
 if TYPE_CHECKING:
     from websockets.server import ServerProtocol
 
     from laurelin.protocols.settings import ConnectionSettings
+    from laurelin.tls import ServerTLS
 
 # What one connection runs: HTTP requests, and at most one WebSocket handshake at its end.
 Cycle = HTTPCycle | WebSocketCycle
@@ -117,6 +119,7 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
         "_read_paused",
         "_read_paused_body",
         "_timer",
+        "_tls",
         "_transfer_encoding",
         "_upgrade",
         "_url",
@@ -130,8 +133,9 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
 
     peer: PeerInfo
 
-    def __init__(self, settings: ConnectionSettings) -> None:
+    def __init__(self, settings: ConnectionSettings, tls: ServerTLS | None = None) -> None:
         self.settings = settings
+        self._tls = tls
         self.loop = settings.ctx.loop
         # transport and peer are set by connection_made, before anything reads them.
         self._parser = httptools.HttpRequestParser(self)
@@ -160,11 +164,19 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         settings = self.settings
+        extensions = settings.extensions
+        tls = self._tls
+        if tls is not None:
+            extensions = {
+                **extensions,
+                "tls": tls_extension(tls, transport.get_extra_info("ssl_object")),
+            }
         self.peer = PeerInfo.from_addresses(
             settings.ctx,
             transport.get_extra_info("peername"),
             transport.get_extra_info("sockname"),
-            settings.tls,
+            tls is not None,
+            extensions,
         )
         settings.connections.add(self)
         self._arm(_HEAD, settings.header_read_timeout)
@@ -372,7 +384,7 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
             raw_path,
             query,
             headers,
-            settings.extensions,
+            self.peer.extensions,
             self._intermediary,
         )
         if settings.limit_max_body_size is not None:

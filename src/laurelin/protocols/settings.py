@@ -51,7 +51,6 @@ class ConnectionSettings:
     """Per-server settings and state for wire adapters."""
 
     ctx: ServerContext
-    tls: bool = False
     header_read_timeout: float = 30.0
     timeout_keep_alive: float = 5.0
     limit_request_head_size: int = 65536

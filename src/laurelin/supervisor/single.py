@@ -11,10 +11,17 @@ import sys
 
 from laurelin.config import Config
 from laurelin.importer import AppLoadError, ASGIApp, load_app
-from laurelin.listeners import EndpointError, ListenError, listen_specs, open_listener
+from laurelin.listeners import (
+    EndpointError,
+    ListenError,
+    ListenSpec,
+    listen_specs,
+    open_listener,
+)
 from laurelin.logs import configure_logging
 from laurelin.server import Server, StartupFailure
 from laurelin.supervisor.loops import LoopSetupError, loop_factory, prepare_loop
+from laurelin.tls import ServerTLS, TLSError, TLSFiles, build_server_tls
 
 logger = logging.getLogger("laurelin.error")
 
@@ -37,6 +44,11 @@ def run_from_config(config: Config) -> int:
     except (AppLoadError, LoopSetupError, EndpointError) as exc:
         logger.critical("%s", exc)
         return EXIT_FAILURE
+    try:
+        tls = _server_tls(specs, config)
+    except TLSError as exc:
+        logger.critical("%s", exc)
+        return EXIT_FAILURE
     sockets: list[socket.socket] = []
     try:
         for spec in specs:
@@ -50,7 +62,7 @@ def run_from_config(config: Config) -> int:
     try:
         prepare_loop(loop, config.verbosity)
         asyncio.set_event_loop(loop)
-        return loop.run_until_complete(_serve(config, app, sockets))
+        return loop.run_until_complete(_serve(config, app, sockets, tls))
     finally:
         for sock in sockets:
             sock.close()
@@ -60,7 +72,23 @@ def run_from_config(config: Config) -> int:
         loop.close()
 
 
-async def _serve(config: Config, app: ASGIApp, sockets: list[socket.socket]) -> int:
+def _server_tls(specs: list[ListenSpec], config: Config) -> list[ServerTLS | None]:
+    """One SSL context per distinct set of TLS files, built before any socket is opened."""
+    built: dict[TLSFiles, ServerTLS] = {}
+    result: list[ServerTLS | None] = []
+    for spec in specs:
+        if spec.tls is None:
+            result.append(None)
+            continue
+        if spec.tls not in built:
+            built[spec.tls] = build_server_tls(spec.tls, config)
+        result.append(built[spec.tls])
+    return result
+
+
+async def _serve(
+    config: Config, app: ASGIApp, sockets: list[socket.socket], tls: list[ServerTLS | None]
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -75,7 +103,7 @@ async def _serve(config: Config, app: ASGIApp, sockets: list[socket.socket]) -> 
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
-    server = Server(config, app, sockets)
+    server = Server(config, app, sockets, tls)
     try:
         await server.serve(stop.wait)
     except StartupFailure as exc:
