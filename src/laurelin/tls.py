@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import ssl
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,28 +58,36 @@ def build_server_tls(files: TLSFiles, config: Config) -> ServerTLS:
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     password = files.password
-    key_text = ""
-    for path, what in ((files.certfile, "certificate"), (files.keyfile, "key")):
+    texts: dict[str, str] = {}
+    for path, what in (
+        (files.certfile, "certificate"),
+        (files.keyfile, "key"),
+        (files.chain, "chain"),
+    ):
         if path is None:
             continue
         try:
             with open(path, encoding="ascii", errors="replace") as file:
-                text = file.read()
+                texts[what] = file.read()
         except OSError as exc:
             raise TLSError(f"Cannot read the TLS {what} file {path}: {exc.strerror}") from None
-        if what == "key" or files.keyfile is None:
-            key_text = text
+    key_text = texts["key"] if files.keyfile else texts["certificate"]
     try:
-        # Without a password, an empty one: OpenSSL would otherwise prompt on the terminal.
-        context.load_cert_chain(files.certfile, files.keyfile, password=password or _no_password)
+        if files.chain:
+            # Daphne's extraCertChain: certificates sent after ours. load_cert_chain takes them
+            # from the certificate file, so the two are joined in a private temporary file.
+            with tempfile.NamedTemporaryFile("w", suffix=".pem", encoding="ascii") as joined:
+                joined.write(texts["certificate"].rstrip("\n") + "\n" + texts["chain"])
+                joined.flush()
+                _load_cert_chain(context, joined.name, files.keyfile, password)
+        else:
+            _load_cert_chain(context, files.certfile, files.keyfile, password)
     except (ssl.SSLError, ValueError) as exc:
         raise TLSError(
             f"Cannot load the TLS certificate {files.certfile}"
             + (f" with the key {files.keyfile}" if files.keyfile else "")
             + f": {_reason(exc, password, key_text)}"
         ) from None
-    if files.chain:
-        _load_verify(context, files.chain, "extraCertChain")  # sent along, as Twisted does
     if config.ssl_ca_certs:
         _load_verify(context, config.ssl_ca_certs, "--ssl-ca-certs")
     context.verify_mode = ssl.VerifyMode(config.ssl_cert_reqs)
@@ -93,6 +102,13 @@ def build_server_tls(files: TLSFiles, config: Config) -> ServerTLS:
         server_cert=_pem(files.certfile),
         cipher_ids={c["name"]: c["id"] & 0xFFFF for c in context.get_ciphers()},
     )
+
+
+def _load_cert_chain(
+    context: ssl.SSLContext, certfile: str, keyfile: str | None, password: str | None
+) -> None:
+    # Without a password, an empty one: OpenSSL would otherwise prompt on the terminal.
+    context.load_cert_chain(certfile, keyfile, password=password or _no_password)
 
 
 def _no_password() -> str:
