@@ -1,8 +1,7 @@
 # The app the HTTP/1.1 end-to-end tests (tests/test_http1_*.py) serve. One path per behaviour;
-# options come in the query string. Tests observe what the app saw through a side channel in
-# the same process: `record(tag, event)` appends to EVENTS[tag], `/events?tag=T&want=E` waits
-# (bounded) until E was recorded, `/release?tag=T` opens the gate `/gated-echo` waits on, and
-# `/progress?tag=T` reports how far a streamed response got.
+# options come in the query string. Tests observe what the app saw through the side channel of
+# tests/apps/side_channel.py (`record`, `/events`, `/release` for the gate `/gated-echo` waits
+# on, `/progress` for how far a streamed response got).
 from __future__ import annotations
 
 import asyncio
@@ -11,37 +10,7 @@ import json
 from typing import Any
 from urllib.parse import parse_qs
 
-EVENTS: dict[str, list[str]] = {}
-_CHANGED: dict[str, asyncio.Event] = {}
-GATES: dict[str, asyncio.Event] = {}
-PROGRESS: dict[str, dict[str, Any]] = {}
-
-
-def record(tag: str, event: str) -> None:
-    EVENTS.setdefault(tag, []).append(event)
-    changed = _CHANGED.pop(tag, None)
-    if changed is not None:
-        changed.set()
-
-
-async def wait_event(tag: str, want: str, timeout: float) -> list[str]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    wanted = tuple(want.split("|"))
-    while not any(event.startswith(wanted) for event in EVENTS.get(tag, [])):
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        changed = _CHANGED.setdefault(tag, asyncio.Event())
-        try:
-            await asyncio.wait_for(changed.wait(), remaining)
-        except TimeoutError:
-            break
-    return EVENTS.get(tag, [])
-
-
-def gate(tag: str) -> asyncio.Event:
-    return GATES.setdefault(tag, asyncio.Event())
+from side_channel import PROGRESS, events, gate, progress, record, release
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -230,19 +199,6 @@ async def gated_echo(scope: Any, receive: Any, send: Any, query: dict[str, str])
     await respond(send, 200, body)
 
 
-async def release(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
-    gate(query.get("tag", "")).set()
-    await respond(send, 200, b"released")
-
-
-async def events(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
-    """EVENTS[tag], after waiting up to `timeout` seconds for an event starting with `want`
-    (or with one of its `|`-separated alternatives)."""
-    tag = query.get("tag", "")
-    found = await wait_event(tag, query.get("want", ""), float(query.get("timeout", "10")))
-    await respond(send, 200, json.dumps(found).encode(), ctype=b"application/json")
-
-
 async def bigstream(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
     """Stream `total` bytes in `chunk`-sized more_body messages; PROGRESS[tag] says how far.
     The loop awaits nothing but send(), like an app streaming from memory."""
@@ -307,11 +263,6 @@ async def late_response(tag: str, send: Any) -> None:
         record(tag, f"send-raised:{type(exc).__name__}:{isinstance(exc, OSError)}")
         raise
     record(tag, "sent")
-
-
-async def progress(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
-    body = json.dumps(PROGRESS.get(query.get("tag", ""))).encode()
-    await respond(send, 200, body, ctype=b"application/json")
 
 
 async def lifespan(receive: Any, send: Any) -> None:

@@ -1,9 +1,8 @@
 # The app the WebSocket end-to-end tests (tests/test_websocket_*.py) serve. One path per
 # behaviour; options come in the query string (`tag` names the side-channel record). Tests observe
-# what the app saw through a side channel in the same process, as with tests/apps/h1_app.py:
-# `record(tag, event)` appends to EVENTS[tag], the HTTP endpoint `/events?tag=T&want=E` waits
-# (bounded) until E was recorded, `/release?tag=T` opens the gate `/never-receive` waits on and
-# `/progress?tag=T` reports how far `/flood` got. Every scope the app is called with is recorded
+# what the app saw through the side channel of tests/apps/side_channel.py: `record(tag, event)`,
+# `/events?tag=T&want=E`, `/release?tag=T` (the gate `/never-receive` waits on) and
+# `/progress?tag=T` (how far `/flood` got). Every scope the app is called with is recorded
 # (except the side channel's own requests) as `scope:<type>` under its tag, so a test can tell that
 # the app was (or was not) called.
 # With WS_APP_PRINT=1 every event is also printed to stderr (for tests that outlive the server).
@@ -17,6 +16,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qs
 
+import side_channel
+from side_channel import PROGRESS, events, gate, progress, release
+
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -24,42 +26,16 @@ Send = Callable[[Message], Awaitable[None]]
 Query = dict[str, str]
 Handler = Callable[[Scope, Receive, Send, Query], Coroutine[Any, Any, None]]
 
-EVENTS: dict[str, list[str]] = {}
-_CHANGED: dict[str, asyncio.Event] = {}
-GATES: dict[str, asyncio.Event] = {}
-PROGRESS: dict[str, dict[str, Any]] = {}
 PRINT = os.environ.get("WS_APP_PRINT") == "1"
 
 
 def record(tag: str, event: str) -> None:
+    """side_channel.record, for tagged connections only (and to stderr with WS_APP_PRINT=1)."""
     if not tag:
         return
     if PRINT:
         print(f"ws_app event {tag} {event}", file=sys.stderr, flush=True)
-    EVENTS.setdefault(tag, []).append(event)
-    changed = _CHANGED.pop(tag, None)
-    if changed is not None:
-        changed.set()
-
-
-async def wait_event(tag: str, want: str, timeout: float) -> list[str]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    wanted = tuple(want.split("|"))
-    while not any(event.startswith(wanted) for event in EVENTS.get(tag, [])):
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        changed = _CHANGED.setdefault(tag, asyncio.Event())
-        try:
-            await asyncio.wait_for(changed.wait(), remaining)
-        except TimeoutError:
-            break
-    return EVENTS.get(tag, [])
-
-
-def gate(tag: str) -> asyncio.Event:
-    return GATES.setdefault(tag, asyncio.Event())
+    side_channel.record(tag, event)
 
 
 def describe(message: Message) -> str:
@@ -380,22 +356,6 @@ async def http_default(scope: Scope, receive: Receive, send: Send, query: Query)
     while (await receive()).get("more_body"):
         pass
     await respond(send, 200, f"http {scope['method']} {scope['path']}".encode())
-
-
-async def events(scope: Scope, receive: Receive, send: Send, query: Query) -> None:
-    tag = query.get("tag", "")
-    found = await wait_event(tag, query.get("want", ""), float(query.get("timeout", "10")))
-    await respond(send, 200, json.dumps(found).encode(), b"application/json")
-
-
-async def release(scope: Scope, receive: Receive, send: Send, query: Query) -> None:
-    gate(query.get("tag", "")).set()
-    await respond(send, 200, b"released")
-
-
-async def progress(scope: Scope, receive: Receive, send: Send, query: Query) -> None:
-    body = json.dumps(PROGRESS.get(query.get("tag", ""))).encode()
-    await respond(send, 200, body, b"application/json")
 
 
 async def respond(send: Send, code: int, body: bytes, ctype: bytes = b"text/plain") -> None:
