@@ -32,6 +32,7 @@ from laurelin.logs import error_logger, log_access
 from laurelin.protocols.http1_encoding import CONTINUE
 from laurelin.protocols.http1_response import ResponseWriter, default_lines
 from laurelin.protocols.websocket import WebSocketConnection
+from laurelin.protocols.write_flow import WriteFlow
 from laurelin.protocols.ws_handshake import (
     check_upgrade,
     is_websocket_upgrade,
@@ -91,7 +92,7 @@ class _PendingUpgrade:
         self.early = bytearray()  # what the client sent after its handshake request
 
 
-class HTTP1Connection(ResponseWriter, asyncio.Protocol):
+class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
     """One client connection speaking HTTP/1.x; the sink of its requests' ASGI cycles."""
 
     __slots__ = (
@@ -566,19 +567,6 @@ class HTTP1Connection(ResponseWriter, asyncio.Protocol):
         self._arm(_KEEPALIVE, self.settings.timeout_keep_alive)
         if self._read_paused:
             self._maybe_resume_reading()
-
-    async def wait_writable(self) -> None:
-        if not self.write_paused or self._lost:
-            return
-        waiter = self.loop.create_future()
-        self._drain_waiters.append(waiter)
-        await waiter
-
-    def _wake_writers(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
 
     def cancel_apps(self) -> None:
         """Cancel every app task still running for this connection (end of a drain)."""

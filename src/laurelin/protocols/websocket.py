@@ -24,6 +24,7 @@ except ImportError:  # the C speedups are missing on this platform
     from websockets.utils import apply_mask
 
 from laurelin.asgi.websocket import ABNORMAL_CLOSURE, INTERNAL_ERROR, WebSocketCycle
+from laurelin.protocols.write_flow import WriteFlow
 
 if TYPE_CHECKING:
     from websockets.server import ServerProtocol
@@ -49,7 +50,7 @@ _HEAD64 = struct.Struct("!BBQ")
 _JOIN_LIMIT = 16384
 
 
-class WebSocketConnection(asyncio.Protocol):
+class WebSocketConnection(WriteFlow, asyncio.Protocol):
     """One accepted WebSocket: the transport's protocol after the handshake, and the sink of
     its WebSocketCycle."""
 
@@ -425,13 +426,6 @@ class WebSocketConnection(asyncio.Protocol):
             else:
                 self.transport.resume_reading()
 
-    async def wait_writable(self) -> None:
-        if not self.write_paused or self._lost:
-            return
-        waiter = self.loop.create_future()
-        self._drain_waiters.append(waiter)
-        await waiter
-
     def abort(self) -> None:
         self._closing = True
         self.transport.abort()
@@ -449,12 +443,6 @@ class WebSocketConnection(asyncio.Protocol):
             self._closing = True
             self.transport.close()
             self._arm(CLOSE_TIMEOUT)  # a client that never drains our last bytes is dropped
-
-    def _wake_writers(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
 
     # -- server side: keep-alive pings, shutdown -----------------------------------------------
 
