@@ -167,11 +167,7 @@ class WebSocketCycle:
             self._reading_paused = True
             if self._sink is not None:
                 self._sink.pause_reading()
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake()
 
     def on_disconnect(self, code: int = ABNORMAL_CLOSURE, reason: str = "") -> None:
         """The connection is over (closing handshake, error, or lost): tell the app once."""
