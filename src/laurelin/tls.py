@@ -99,7 +99,7 @@ def build_server_tls(files: TLSFiles, config: Config) -> ServerTLS:
     context.set_alpn_protocols(ALPN_PROTOCOLS)
     return ServerTLS(
         context=context,
-        server_cert=_pem(files.certfile),
+        server_cert=_first_certificate(texts["certificate"]),
         cipher_ids={c["name"]: c["id"] & 0xFFFF for c in context.get_ciphers()},
     )
 
@@ -139,13 +139,8 @@ def _reason(exc: Exception, password: str | None, key_text: str) -> str:
     return str(reason)
 
 
-def _pem(path: str) -> str | None:
-    """The first certificate of a PEM file, as the `server_cert` of the tls extension."""
-    try:
-        with open(path, encoding="ascii", errors="replace") as file:
-            text = file.read()
-    except OSError:
-        return None
+def _first_certificate(text: str) -> str | None:
+    """The first certificate of a PEM text, as the `server_cert` of the tls extension."""
     begin = text.find("-----BEGIN CERTIFICATE-----")
     end_marker = "-----END CERTIFICATE-----"
     end = text.find(end_marker, begin)
