@@ -5,7 +5,6 @@
 # and once the app reads it gets every message.
 from __future__ import annotations
 
-import select
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -64,40 +63,13 @@ def test_client_that_never_reads_then_goes_away(server: ServerProcess) -> None:
     assert not progress(server, tag)["done"]
 
 
-def send_until_blocked(ws: wsraw.WSClient, payload: bytes, limit: int) -> tuple[int, bytes]:
-    """Send binary frames of `payload` until the socket stays unwritable for 2 s. Returns the
-    number of frames begun and the unsent rest of the last one. Fails past `limit` bytes."""
-    data = wsraw.frame(BINARY, payload)
-    sent = frames = 0
-    pending = memoryview(b"")
-    ws.sock.setblocking(False)
-    try:
-        while True:
-            if not pending:
-                assert sent < limit, f"the server read {sent} bytes and never stopped"
-                pending = memoryview(data)
-                frames += 1
-            _, writable, _ = select.select([], [ws.sock], [], 2.0)
-            if not writable:
-                return frames, bytes(pending)
-            try:
-                written = ws.sock.send(pending)
-            except BlockingIOError:
-                continue
-            pending = pending[written:]
-            sent += written
-    finally:
-        ws.sock.setblocking(True)
-        ws.sock.settimeout(ws.timeout)
-
-
 def test_app_that_never_receives_stops_the_server_reading(server: ServerProcess) -> None:
     tag = uuid.uuid4().hex
     payload = bytes(range(256)) * (MESSAGE // 256)
     with wsraw.connect(server.port, f"/never-receive?tag={tag}", timeout=60) as ws:
         assert "accepted" in events(server, tag, "accepted")
         before = server.rss_kib()
-        frames, rest = send_until_blocked(ws, payload, limit=512 << 20)
+        frames, _, rest = ws.send_until_blocked(wsraw.frame(BINARY, payload), limit=512 << 20)
         grown = server.rss_kib() - before
         assert grown < RSS_GROWTH_LIMIT_KIB, f"server RSS grew by {grown} KiB"
         time.sleep(0.5)
@@ -135,7 +107,7 @@ def test_keepalive_spares_a_client_held_back_by_a_slow_app(
     payload = bytes(MESSAGE)
     with wsraw.connect(server.port, f"/never-receive?tag={tag}", timeout=60) as ws:
         assert "accepted" in events(server, tag, "accepted")
-        frames, rest = send_until_blocked(ws, payload, limit=512 << 20)
+        frames, _, rest = ws.send_until_blocked(wsraw.frame(BINARY, payload), limit=512 << 20)
         time.sleep(1.5)  # several ping intervals and timeouts with reading paused
         release(server, tag)
         ws.send(rest)

@@ -6,8 +6,7 @@
 # framing before the rest, or the rest is misread as frames of its own).
 from __future__ import annotations
 
-import select
-import socket
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -27,30 +26,6 @@ def server() -> Iterator[ServerProcess]:
         yield proc
 
 
-def send_blob_until_blocked(sock: socket.socket, blob: bytes, limit: int) -> tuple[int, bytes]:
-    """Send `blob` over and over until the socket stays unwritable for 2 s; return the bytes
-    sent and the unsent rest of the last copy. Fails past `limit` bytes."""
-    sent = 0
-    pending = memoryview(b"")
-    sock.setblocking(False)
-    try:
-        while True:
-            if not pending:
-                assert sent < limit, f"the server read {sent} bytes and never stopped"
-                pending = memoryview(blob)
-            _, writable, _ = select.select([], [sock], [], 2.0)
-            if not writable:
-                return sent, bytes(pending)
-            try:
-                written = sock.send(pending)
-            except BlockingIOError:
-                continue
-            pending = pending[written:]
-            sent += written
-    finally:
-        sock.setblocking(True)
-
-
 def test_tiny_frames_while_the_app_is_behind(server: ServerProcess) -> None:
     tag = uuid.uuid4().hex
     empty = frame(BINARY, b"", mask_key=b"\x01\x02\x03\x04")
@@ -58,7 +33,7 @@ def test_tiny_frames_while_the_app_is_behind(server: ServerProcess) -> None:
     with wsraw.connect(server.port, f"/never-receive?tag={tag}", timeout=60) as ws:
         assert "accepted" in events(server, tag, "accepted")
         before = server.rss_kib()
-        sent, rest = send_blob_until_blocked(ws.sock, blob, limit=256 << 20)
+        _, sent, rest = ws.send_until_blocked(blob, limit=256 << 20)
         grown = server.rss_kib() - before
         # Parsed and queued, those messages would cost about 8 MB per read.
         assert grown < 4096, f"server RSS grew by {grown} KiB for {sent} bytes of empty frames"
@@ -73,12 +48,15 @@ def test_tiny_frames_while_the_app_is_behind(server: ServerProcess) -> None:
 def test_pings_from_a_client_that_reads_nothing(server: ServerProcess) -> None:
     with wsraw.connect(server.port, "/echo", rcvbuf=4096, timeout=60) as ws:
         ping = frame(PING, b"p" * 125)
-        sent, rest = send_blob_until_blocked(ws.sock, ping * 512, limit=64 << 20)
+        _, sent, rest = ws.send_until_blocked(ping * 512, limit=64 << 20)
         assert sent < 64 << 20
-        # Reading again, the client gets every pong, then the server is as before.
-        ws.send(rest)
-        ws.send_frame(TEXT, b"still here")
+        # Reading again (while the rest goes out: the server reads only as we drain its
+        # pongs), the client gets every pong, then the server is as before.
+        sender = threading.Thread(target=ws.send, args=(rest + frame(TEXT, b"still here"),))
+        sender.start()
         assert ws.read_text(60) == "still here"
+        sender.join(10)
+        assert not sender.is_alive()
         ws.close_handshake()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import select
 import struct
 import time
 import zlib
@@ -205,6 +206,32 @@ class WSClient(RawClient):
 
     def send_frame(self, opcode: int, payload: bytes = b"", **kwargs: object) -> None:
         self.send(frame(opcode, payload, **kwargs))  # type: ignore[arg-type]
+
+    def send_until_blocked(self, data: bytes, limit: int) -> tuple[int, int, bytes]:
+        """Send `data` over and over until the socket stays unwritable for 2 s (the server has
+        stopped reading). Returns the copies begun, the bytes sent and the unsent rest of the
+        last copy. Fails past `limit` bytes."""
+        sent = copies = 0
+        pending = memoryview(b"")
+        self.sock.setblocking(False)
+        try:
+            while True:
+                if not pending:
+                    assert sent < limit, f"the server read {sent} bytes and never stopped"
+                    pending = memoryview(data)
+                    copies += 1
+                _, writable, _ = select.select([], [self.sock], [], 2.0)
+                if not writable:
+                    return copies, sent, bytes(pending)
+                try:
+                    written = self.sock.send(pending)
+                except BlockingIOError:
+                    continue
+                pending = pending[written:]
+                sent += written
+        finally:
+            self.sock.setblocking(True)
+            self.sock.settimeout(self.timeout)
 
     def send_text(self, text: str | bytes, fragments: int = 1) -> None:
         """A text message (bytes are sent as they are, valid UTF-8 or not), optionally split
