@@ -294,7 +294,8 @@ class TestGarbage:
         cases(
             binary=b"\x00\xff\xfe\x01 garbage\r\n\r\n",
             tls_client_hello=bytes.fromhex("16030100a5010000a10303") + bytes(64) + b"\r\n\r\n",
-            http2_preface=b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            # The HTTP/2 preface anywhere but first on a connection.
+            late_http2_preface=b"\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             only_crlf_then_junk=b"\r\n\r\n\x01\x02\x03\r\n\r\n",
             json=b'{"jsonrpc": "2.0"}\r\n\r\n',
         ),

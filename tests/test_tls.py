@@ -2,7 +2,8 @@
 # listener into https (logged as "Listening on https://..."); Daphne's ssl: endpoint serves TLS on
 # its own port next to a plain one, with an extraCertChain. The scope says "https"/"wss" and
 # carries the ASGI `tls` extension (server certificate, client certificate chain and name, TLS
-# version and IANA cipher suite id), absent on plain connections. ALPN picks http/1.1; client
+# version and IANA cipher suite id), absent on plain connections. ALPN picks h2 (http/1.1 with
+# --http 1); client
 # certificates are required (2) or optional (1) against --ssl-ca-certs; --ssl-ciphers limits
 # TLS 1.2 suites; an encrypted key opens with --ssl-keyfile-password. A silent or stalled client is
 # dropped after --ssl-handshake-timeout, plain HTTP sent to a TLS port is dropped, and neither
@@ -285,10 +286,18 @@ def test_tls12_version_and_cipher_suite_ids(
     assert tls["cipher_suite"] == ECDHE_ECDSA_AES128_GCM_SHA256
 
 
-def test_alpn_selects_http11_when_h2_is_offered_first(
+def test_alpn_selects_h2_when_offered(start_server: Callable[..., ServerProcess], pki: PKI) -> None:
+    server = serve_tls(start_server, *ssl_args(pki))
+    context = client_context(pki)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with TLSClient(server.port, context) as client:
+        assert client.tls.selected_alpn_protocol() == "h2"
+
+
+def test_alpn_selects_http11_when_http2_is_off(
     start_server: Callable[..., ServerProcess], pki: PKI
 ) -> None:
-    server = serve_tls(start_server, *ssl_args(pki))
+    server = serve_tls(start_server, *ssl_args(pki), "--http", "1")
     context = client_context(pki)
     context.set_alpn_protocols(["h2", "http/1.1"])
     with TLSClient(server.port, context) as client:
@@ -638,4 +647,4 @@ def test_curl_gets_the_body_over_https(
     assert result.returncode == 0, result.stderr
     body, _, version = result.stdout.rpartition("\n")
     assert body == "Hello, world!"
-    assert version == "1.1"  # curl offers h2 by ALPN; the server picks http/1.1
+    assert version == "2"  # curl offers h2 by ALPN, and gets it

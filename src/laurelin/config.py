@@ -22,6 +22,7 @@ GROUPS = (
     "Listening",
     "TLS",
     "HTTP",
+    "HTTP/2",
     "Limits and timeouts",
     "Proxies",
     "WebSocket",
@@ -349,6 +350,51 @@ class Config:
         parse=header_field,
     )
 
+    http: str = opt(
+        "auto",
+        "--http",
+        help="HTTP versions served: auto (HTTP/1.1 and HTTP/2: ALPN h2 over TLS, prior "
+        "knowledge or Upgrade: h2c in cleartext), 1 (HTTP/1.1 only) or 2 (HTTP/2 only).",
+        group="HTTP/2",
+        choices=("auto", "1", "2"),
+    )
+    h2_max_concurrent_streams: int = opt(
+        100,
+        "--h2-max-concurrent-streams",
+        help="Streams one HTTP/2 connection may have open at once; more are refused "
+        "(REFUSED_STREAM).",
+        group="HTTP/2",
+        parse=positive_int,
+        metavar="COUNT",
+    )
+    h2_max_reset_streams: int = opt(
+        1000,
+        "--h2-max-reset-streams",
+        help="Streams an HTTP/2 client may reset (or have refused) per 10 s; more is a rapid "
+        "reset attack (CVE-2023-44487): GOAWAY ENHANCE_YOUR_CALM.",
+        group="HTTP/2",
+        parse=positive_int,
+        metavar="COUNT",
+    )
+    h2_max_control_frames: int = opt(
+        1000,
+        "--h2-max-control-frames",
+        help="PING, SETTINGS, PRIORITY, empty DATA and unknown frames an HTTP/2 client may send "
+        "per 10 s; more is a flood: GOAWAY ENHANCE_YOUR_CALM.",
+        group="HTTP/2",
+        parse=positive_int,
+        metavar="COUNT",
+    )
+    h2_flow_control_timeout: float = opt(
+        30.0,
+        "--h2-flow-control-timeout",
+        help="Seconds an HTTP/2 response may wait for the client's flow-control window (or a "
+        "client that does not read) before its stream is reset.",
+        group="HTTP/2",
+        parse=seconds,
+        metavar="SECONDS",
+    )
+
     http_timeout: float | None = opt(
         None,
         "-t",
@@ -371,7 +417,8 @@ class Config:
     timeout_keep_alive: float = opt(
         5.0,
         "--timeout-keep-alive",
-        help="Seconds an idle keep-alive connection is kept open for its next request.",
+        help="Seconds an idle keep-alive connection is kept open for its next request "
+        "(HTTP/2: then GOAWAY).",
         group="Limits and timeouts",
         parse=seconds,
         metavar="SECONDS",
@@ -395,7 +442,8 @@ class Config:
     limit_request_head_size: int = opt(
         65536,
         "--limit-request-head-size",
-        help="Largest request line plus headers in bytes; larger gets 431 (414 for the target).",
+        help="Largest request line plus headers in bytes; larger gets 431 (414 for the target). "
+        "HTTP/2: the largest header list.",
         group="Limits and timeouts",
         parse=positive_int,
         metavar="BYTES",

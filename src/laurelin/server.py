@@ -25,6 +25,7 @@ from laurelin.protocols.http1_encoding import (
     default_header_names,
     encode_default_headers,
 )
+from laurelin.protocols.http2_limits import H2Limits
 from laurelin.protocols.settings import ConnectionSettings
 from laurelin.protocols.ws_handshake import FramingSettings
 from laurelin.tls import ServerTLS
@@ -74,6 +75,16 @@ def build_settings(config: Config, ctx: ServerContext) -> ConnectionSettings:
             max_message_size=config.websocket_max_message_size,
             max_frame_size=config.websocket_max_frame_size,
             per_message_deflate=config.ws_per_message_deflate,
+        ),
+        http_versions=config.http,
+        h2=H2Limits(
+            max_concurrent_streams=config.h2_max_concurrent_streams,
+            max_header_list_size=config.limit_request_head_size,
+            max_headers=config.limit_request_headers,
+            max_resets=config.h2_max_reset_streams,
+            max_control_frames=config.h2_max_control_frames,
+            flow_control_timeout=config.h2_flow_control_timeout,
+            idle_timeout=config.timeout_keep_alive,
         ),
         ws_ping_interval=config.ping_interval,
         ws_ping_timeout=config.ping_timeout,

@@ -3,7 +3,7 @@
 #
 # A context comes from --ssl-* (applied to every listener) or from a Daphne `ssl:` endpoint (its
 # own key and certificate). Bad paths, an unreadable key or a wrong password are `TLSError`, one
-# line naming the file, never a traceback. ALPN offers only http/1.1 until HTTP/2 is served.
+# line naming the file, never a traceback. ALPN offers h2 and http/1.1 (as --http allows).
 from __future__ import annotations
 
 import ssl
@@ -13,8 +13,8 @@ from typing import Any
 
 from laurelin.config import Config
 
-# ALPN protocols offered, in order of preference.
-ALPN_PROTOCOLS = ["http/1.1"]
+# ALPN protocols offered, in order of preference, for each --http choice.
+ALPN_PROTOCOLS = {"auto": ["h2", "http/1.1"], "1": ["http/1.1"], "2": ["h2"]}
 # TLS versions as the ASGI TLS extension reports them (the protocol's own numbers).
 _TLS_VERSIONS = {"TLSv1": 0x0301, "TLSv1.1": 0x0302, "TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 
@@ -96,7 +96,7 @@ def build_server_tls(files: TLSFiles, config: Config) -> ServerTLS:
             context.set_ciphers(config.ssl_ciphers)
         except ssl.SSLError:
             raise TLSError(f"--ssl-ciphers {config.ssl_ciphers!r}: no cipher matches") from None
-    context.set_alpn_protocols(ALPN_PROTOCOLS)
+    context.set_alpn_protocols(ALPN_PROTOCOLS[config.http])
     return ServerTLS(
         context=context,
         server_cert=_first_certificate(texts["certificate"]),

@@ -11,6 +11,10 @@
 # connection talks to. A WebSocket upgrade (RFC 6455 4.2) is queued like a request; until its
 # app accepts, this class is also its `HandshakeSink` (a refusal is an ordinary response, then
 # close); on accept it writes the 101 and hands the transport to a WebSocketConnection.
+# HTTP/2 starts here too (RFC 9113 3): ALPN "h2" after a TLS handshake, the connection preface
+# as a cleartext connection's first bytes (prior knowledge), or an `Upgrade: h2c` request
+# without a body (101, then the request is stream 1); each hands the transport to an
+# HTTP2Connection.
 from __future__ import annotations
 
 import asyncio
@@ -31,6 +35,7 @@ from laurelin.asgi.websocket import WebSocketCycle
 from laurelin.logs import error_logger, log_access
 from laurelin.protocols.http1_encoding import CONTINUE
 from laurelin.protocols.http1_response import ResponseWriter, default_lines
+from laurelin.protocols.http2 import PREFACE, H2Upgrade, HTTP2Connection
 from laurelin.protocols.websocket import WebSocketConnection
 from laurelin.protocols.write_flow import WriteFlow
 from laurelin.protocols.ws_handshake import (
@@ -107,6 +112,8 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
         "_dropped_headers",
         "_expect_continue",
         "_feed_size",
+        "_fresh",
+        "_h2c",
         "_head_reads",
         "_headers",
         "_hosts",
@@ -117,6 +124,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
         "_parsing",
         "_pipeline",
         "_raw_head",
+        "_raw_preface",
         "_read_paused",
         "_read_paused_body",
         "_timer",
@@ -149,6 +157,10 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
         self._deferred_error = 0
         self._deferred_headers: list[tuple[bytes, bytes]] = []
         self._ws: _PendingUpgrade | None = None
+        self._h2c: H2Upgrade | None = None
+        self._raw_preface = b""
+        # Until the first bytes are in: they may be the HTTP/2 preface instead of a request.
+        self._fresh = settings.http_versions != "1"
         self._closing = False
         self._lost = False
         self._read_paused = False
@@ -179,8 +191,50 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
             tls is not None,
             extensions,
         )
+        if tls is not None and self._fresh:
+            ssl_object = transport.get_extra_info("ssl_object")
+            alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+            if alpn == "h2":
+                self._start_http2(b"")
+                return
+            # Without ALPN a client may still speak HTTP/2 by prior knowledge (RFC 9113 3.3).
+            self._fresh = alpn is None
         settings.connections.add(self)
         self._arm(_HEAD, settings.header_read_timeout)
+
+    def _sniff(self, data: bytes) -> bytes:
+        """The first bytes of a connection: the HTTP/2 preface is taken over by HTTP/2 (b""
+        returned); anything else is HTTP/1.x, returned to be parsed."""
+        held = self._raw_preface + data if self._raw_preface else data
+        size = min(len(held), len(PREFACE))
+        if held[:size] == PREFACE[:size]:
+            if size < len(PREFACE):
+                self._raw_preface = held  # wait for the rest of it
+            else:
+                self._fresh = False
+                self._start_http2(held)
+            return b""
+        self._fresh = False
+        if self.settings.http_versions == "2":
+            self._write_error(505)  # --http 2: nothing but HTTP/2 is served
+            return b""
+        return held
+
+    def _start_http2(self, data: bytes, upgrade: H2Upgrade | None = None) -> None:
+        """Hand the transport to an HTTP/2 connection, with what was read already."""
+        self._closing = True
+        self._fresh = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        conn = HTTP2Connection(self.settings, self.peer)
+        self.settings.connections.discard(self)
+        transport = self.transport
+        transport.set_protocol(conn)
+        if self._read_paused:
+            self._read_paused = False
+            transport.resume_reading()
+        conn.start(transport, data, upgrade)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -197,6 +251,10 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        if self._fresh:
+            data = self._sniff(data)
+            if not data:
+                return
         if self._ws is not None:
             self._hold_early(data)
             return
@@ -392,13 +450,15 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
             length = _content_length(headers)
             if length is not None and length > settings.limit_max_body_size:
                 raise _TooLarge(413)
-        if (
-            self._upgrade is not None
-            and parser.should_upgrade()
-            and is_websocket_upgrade(self._upgrade)
-        ):
-            self._begin_websocket(scope, method, http_version, headers)
-            return
+        if self._upgrade is not None and parser.should_upgrade():
+            if is_websocket_upgrade(self._upgrade):
+                self._begin_websocket(scope, method, http_version, headers)
+                return
+            if self._h2c_possible(http_version, headers):
+                # Served as HTTP/2 stream 1 once the parser has stopped at the upgrade.
+                settings_value = next(v for n, v in headers if n == b"http2-settings")
+                self._h2c = (settings_value, method, raw_path, query, headers)
+                return
         keep_alive = parser.should_keep_alive()
         cycle = HTTPCycle(scope, self, settings.ctx)
         self._parsing = cycle
@@ -410,6 +470,31 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
             # A pipelined request: hold further input until the current response is done.
             self._read_paused = True
             self.transport.pause_reading()
+
+    def _h2c_possible(self, http_version: str, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether to take an `Upgrade: h2c` (RFC 7540 3.2): cleartext HTTP/1.1, one
+        HTTP2-Settings, no request body (which would have to be read as HTTP/1.1 first), and
+        no other request before it on the connection. Otherwise the request is served as
+        HTTP/1.1, which a client must accept."""
+        if (
+            self.settings.http_versions == "1"
+            or http_version != "1.1"
+            or self._tls is not None
+            or self._active is not None
+            or self._pipeline
+            or self._upgrade is None
+            or not any(t.strip().lower() == b"h2c" for t in self._upgrade.split(b","))
+        ):
+            return False
+        found = 0
+        for name, value in headers:
+            if name == b"http2-settings":
+                found += 1
+            elif name == b"transfer-encoding" or (
+                name == b"content-length" and value.strip() != b"0"
+            ):
+                return False
+        return found == 1
 
     def _begin_websocket(
         self,
@@ -669,14 +754,22 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
             self._resp_keep_alive = False
 
     def _on_upgrade(self, rest: bytes) -> None:
+        if self._h2c is not None:
+            upgrade, self._h2c = self._h2c, None
+            self.transport.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
+            )
+            self._start_http2(rest, upgrade)
+            return
         if self._ws is not None:
             # A WebSocket handshake: what follows it is frames, held until the app accepts.
             self._ws.early += rest
             if self._active is None and self._pipeline:
                 self._start_next()
             return
-        # Protocol upgrades this connection does not perform (e.g. h2c before HTTP/2 exists) are
-        # ignored: the request was served as plain HTTP/1.1; bytes after it start a new request.
+        # Protocol upgrades this connection does not perform (h2c with a body, or anything but
+        # h2c and websocket) are ignored: the request was served as plain HTTP/1.1; bytes
+        # after it start a new request.
         self._parser = httptools.HttpRequestParser(self)
         if self._active is None and self._pipeline:
             self._start_next()

@@ -38,6 +38,10 @@ class DateHeader:
             self._line = b"date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
         return self._line
 
+    def value(self) -> bytes:
+        """The current Date header value (for HTTP/2 header fields)."""
+        return self.line()[6:-2]
+
 
 def encode_default_headers(server_name: str | None, extra: tuple[str, ...]) -> bytes:
     """The header lines every response carries: Server (unless disabled) and --header values.

@@ -10,6 +10,7 @@ from typing import Any
 
 from laurelin.asgi.context import ServerContext
 from laurelin.protocols.http1_encoding import DateHeader
+from laurelin.protocols.http2_limits import H2Limits
 from laurelin.protocols.ws_handshake import FramingSettings
 
 
@@ -71,6 +72,11 @@ class ConnectionSettings:
     websocket: FramingSettings = field(default_factory=FramingSettings)
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 30.0
+    # Which HTTP versions are served: "auto" (1.1 and 2), "1" or "2"; HTTP/2's limits.
+    http_versions: str = "auto"
+    h2: H2Limits = field(default_factory=H2Limits)
+    # default_headers as HTTP/2 header fields.
+    h2_default_headers: tuple[tuple[bytes, bytes], ...] = ()
     # Whether access-log lines are wanted: read once at start-up, not per request.
     access_log: bool = False
     # Whether transport.writelines() pauses the protocol when its buffer fills (uvloop: yes;
@@ -78,6 +84,12 @@ class ConnectionSettings:
     writelines_pauses: bool = False
 
     def __post_init__(self) -> None:
+        self.h2_default_headers = tuple(
+            (name.strip().lower(), value.strip())
+            for line in self.default_headers.split(b"\r\n")
+            if line
+            for name, _, value in [line.partition(b":")]
+        )
         self.special_header_names = self.default_header_names | {
             b"content-length",
             b"transfer-encoding",

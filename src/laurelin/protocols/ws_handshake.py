@@ -165,14 +165,14 @@ def response_head(
         parts += (b"sec-websocket-protocol: ", subprotocol.encode(), b"\r\n")
     parts.append(default_lines)  # Server, Date, --header: those the app did not set itself
     for name, value in app_headers:
-        if name not in _HANDSHAKE_HEADERS:
+        if name not in HANDSHAKE_HEADERS:
             parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
 
 
 # Headers the handshake sets itself; the app's copies would contradict them.
-_HANDSHAKE_HEADERS = frozenset(
+HANDSHAKE_HEADERS = frozenset(
     {
         b"upgrade",
         b"connection",

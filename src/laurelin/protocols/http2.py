@@ -1,0 +1,838 @@
+# laurelin.protocols.http2 — HTTP/2 over one transport (RFC 9113), on the h2 library.
+#
+# Owns one HTTP/2 connection: its settings (max concurrent streams, header list size, RFC 8441
+# extended CONNECT), one ASGI cycle per request stream (protocols/http2_stream.py is the sink),
+# sending the queued responses as the peer's windows allow, one DATA frame per stream in turn
+# so that streams share the connection fairly, request-body flow control credited only as apps
+# take the body, RST_STREAM -> that stream's `http.disconnect`, WebSocket over HTTP/2 (RFC
+# 8441), and the defences: REFUSED_STREAM past the stream limit, the header-list limit (HPACK
+# bombs; h2 bounds CONTINUATION itself), budgets for resets (rapid reset) and control frames
+# (PING/SETTINGS floods), no reading while the peer does not read what we send, a deadline for
+# streams the peer's window stalls, and GOAWAY when idle or shutting down. Started by
+# protocols/http1.py, which owns the listening socket's first bytes: ALPN "h2", the prior-
+# knowledge preface, or an `Upgrade: h2c` request (served here as stream 1).
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection as _H2Machine
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    PingReceived,
+    PriorityUpdated,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    TrailersReceived,
+    UnknownFrameReceived,
+    WindowUpdated,
+)
+from h2.exceptions import ProtocolError
+from h2.settings import SettingCodes
+
+from laurelin.asgi.http import HTTPCycle
+from laurelin.asgi.scope import BadRequest, build_http_scope, websocket_scope
+from laurelin.asgi.websocket import WebSocketCycle
+from laurelin.logs import error_logger, log_access
+from laurelin.protocols.http2_limits import CONNECTION_WINDOW, STREAM_WINDOW, Budget
+from laurelin.protocols.http2_stream import (
+    CONNECTION_HEADERS,
+    STATUS,
+    STREAM_HIGH_WATER,
+    H2Stream,
+    StreamTransport,
+    error_headers,
+)
+from laurelin.protocols.websocket import WebSocketConnection
+from laurelin.protocols.ws_handshake import (
+    HANDSHAKE_HEADERS,
+    BadHandshake,
+    offered_subprotocols,
+    open_framing,
+)
+
+if TYPE_CHECKING:
+    from websockets.server import ServerProtocol
+
+    from laurelin.asgi.context import PeerInfo
+    from laurelin.protocols.settings import ConnectionSettings
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# An h2c upgrade: the HTTP2-Settings value, and the request's method, path, query and headers.
+H2Upgrade = tuple[bytes, str, bytes, bytes, list[tuple[bytes, bytes]]]
+
+_CONFIG = H2Configuration(
+    client_side=False,
+    header_encoding=None,
+    # Response headers come validated and lower-cased from the bridge (asgi/http.py); the
+    # connection-specific ones are dropped in response_headers() below.
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+    validate_inbound_headers=True,
+    normalize_inbound_headers=True,
+)
+_UNDERSCORE = ord("_")
+_NEL = 0x85
+_SLASH = ord("/")
+_METHODS = {
+    m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")
+}
+_VERSION_HEADER = [(b"sec-websocket-version", b"13")]
+
+
+class _Machine(_H2Machine):
+    """h2's connection state machine, with the concurrent-stream limit left to us: h2 ends the
+    whole connection when a client opens one stream too many, RFC 9113 5.1.2 asks for that
+    stream alone to be refused (REFUSED_STREAM), which HTTP2Connection does."""
+
+    @property
+    def open_inbound_streams(self) -> int:
+        _H2Machine.open_inbound_streams.fget(self)  # type: ignore[attr-defined]  # forgets closed streams
+        return 0
+
+
+class HTTP2Connection(asyncio.Protocol):
+    """One client connection speaking HTTP/2."""
+
+    __slots__ = (
+        "_blocked",
+        "_closing",
+        "_control_budget",
+        "_draining",
+        "_flush_scheduled",
+        "_h2",
+        "_idle_deadline",
+        "_idle_timer",
+        "_in_receive",
+        "_last_stream_id",
+        "_lost",
+        "_read_paused",
+        "_ready",
+        "_reset_budget",
+        "_stall_timer",
+        "_streams",
+        "limits",
+        "loop",
+        "peer",
+        "settings",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, settings: ConnectionSettings, peer: PeerInfo) -> None:
+        self.settings = settings
+        self.limits = settings.h2
+        self.loop = settings.ctx.loop
+        self.peer = peer
+        self._h2 = _Machine(config=_CONFIG)
+        self._streams: dict[int, H2Stream] = {}
+        self._ready: deque[H2Stream] = deque()  # streams with output to send, in turn
+        self._blocked: set[H2Stream] = set()  # streams waiting for their own window
+        self._flush_scheduled = False
+        self._in_receive = False
+        self.write_paused = False
+        self._read_paused = False
+        self._closing = False
+        self._draining = False
+        self._lost = False
+        self._last_stream_id = 0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_deadline = 0.0
+        self._stall_timer: asyncio.TimerHandle | None = None
+        clock = self.loop.time
+        limits = self.limits
+        self._reset_budget = Budget(limits.max_resets, 10.0, clock)
+        self._control_budget = Budget(limits.max_control_frames, 10.0, clock)
+
+    # -- starting ------------------------------------------------------------------------------
+
+    def start(
+        self,
+        transport: asyncio.Transport,
+        data: bytes = b"",
+        upgrade: H2Upgrade | None = None,
+    ) -> None:
+        """Take over `transport` (already set to this protocol): send our SETTINGS, then serve
+        `data` (what was read already). `upgrade` is an h2c upgrade's HTTP2-Settings value and
+        the request (method, target, HTTP version, headers), served as stream 1."""
+        self.transport = transport
+        h2 = self._h2
+        limits = self.limits
+        local = h2.local_settings
+        local.max_concurrent_streams = limits.max_concurrent_streams
+        local.max_header_list_size = limits.max_header_list_size
+        local.enable_connect_protocol = 1
+        local.initial_window_size = STREAM_WINDOW
+        h2.decoder.max_header_list_size = limits.max_header_list_size
+        self.settings.connections.add(self)
+        if upgrade is None:
+            h2.initiate_connection()
+        else:
+            try:
+                h2.initiate_upgrade_connection(upgrade[0])
+            except ProtocolError:
+                transport.close()
+                return
+        h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        self._arm_idle()
+        if upgrade is not None:
+            self._upgraded_request(upgrade)
+        if data:
+            self.data_received(data)
+        else:
+            self._flush()
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            events: list[Any] = self._h2.receive_data(data)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        self._in_receive = True
+        try:
+            for event in events:
+                kind = type(event)
+                if kind is DataReceived:
+                    self._on_data(event)
+                elif kind is RequestReceived:
+                    self._on_request(event)
+                elif kind is StreamEnded:
+                    self._on_stream_ended(event.stream_id)
+                elif kind is WindowUpdated:
+                    self._on_window_updated(event.stream_id)
+                elif kind is StreamReset:
+                    self._on_reset(event.stream_id)
+                elif kind is RemoteSettingsChanged:
+                    self._control_frame()
+                    if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
+                        self._on_window_updated(0)
+                elif kind is ConnectionTerminated:
+                    self._draining = True
+                    if not self._streams:
+                        self._close()
+                elif kind is TrailersReceived:
+                    pass  # request trailers are not passed on (ASGI has no message for them)
+                elif kind in (PingReceived, PriorityUpdated, UnknownFrameReceived):
+                    self._control_frame()
+                if self._closing:
+                    break
+        finally:
+            self._in_receive = False
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._closing = True
+        self.settings.connections.discard(self)
+        for timer in (self._idle_timer, self._stall_timer):
+            if timer is not None:
+                timer.cancel()
+        self._idle_timer = self._stall_timer = None
+        for stream in list(self._streams.values()):
+            stream.lost()
+        self._ready.clear()
+        self._blocked.clear()
+
+    def pause_writing(self) -> None:
+        # The peer is not reading: stop reading from it too, so that what it sends cannot make
+        # us queue answers (PING and SETTINGS acks, RST_STREAM) without bound.
+        self.write_paused = True
+        if not self._read_paused and not self._closing:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self._read_paused and not self._closing:
+            self._read_paused = False
+            self.transport.resume_reading()
+        self._flush()
+
+    # -- requests in -----------------------------------------------------------------------------
+
+    def _on_request(self, event: RequestReceived) -> None:
+        stream_id = event.stream_id
+        self._last_stream_id = stream_id
+        if self._draining or len(self._streams) >= self.limits.max_concurrent_streams:
+            self._refuse_stream(stream_id)
+            return
+        headers = event.headers or []
+        method = path = authority = protocol = b""
+        fields: list[tuple[bytes, bytes]] = []
+        dropped = 0
+        intermediary = False
+        notable = self.settings.notable_headers
+        for name, value in headers:
+            if name[0] == 58:  # ":" pseudo-header; h2 has checked which may appear
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    path = value
+                elif name == b":authority":
+                    authority = value
+                elif name == b":protocol":
+                    protocol = value
+                continue
+            if _UNDERSCORE in name:
+                dropped += 1  # Daphne (CVE-2015-0219): "_" names could pose as "-" ones
+                continue
+            if name in notable:
+                intermediary = True
+            fields.append((name, value))
+        stream = H2Stream(self, stream_id, method == b"HEAD")
+        self._streams[stream_id] = stream
+        self._idle_deadline = 0.0
+        if event.stream_ended is not None:
+            stream.remote_closed = True
+        try:
+            if len(fields) + dropped > self.limits.max_headers:
+                raise BadRequest("too many header fields", 431)
+            if authority and not any(name == b"host" for name, _ in fields):
+                fields.append((b"host", authority))
+            if any(_NEL in value for _, value in fields):
+                raise BadRequest("control character in a header value")
+            self._begin(stream, method, path, protocol, fields, intermediary)
+        except BadRequest as exc:
+            if error_logger.isEnabledFor(logging.DEBUG):
+                error_logger.debug("Refusing stream %d with %d: %s", stream_id, exc.status, exc)
+            self.respond_error(stream, exc.status, exc.headers)
+
+    def _begin(
+        self,
+        stream: H2Stream,
+        raw_method: bytes,
+        target: bytes,
+        protocol: bytes,
+        headers: list[tuple[bytes, bytes]],
+        intermediary: bool,
+    ) -> None:
+        """Build the scope and start the app for a new request stream."""
+        method = _METHODS.get(raw_method) or raw_method.decode("ascii", "replace")
+        if method == "CONNECT" and not protocol:
+            raise BadRequest("CONNECT is not supported", 405)
+        if target == b"*" and method == "OPTIONS":
+            raw_path, query = target, b""
+        elif target[:1] == b"/":
+            raw_path, _, query = target.partition(b"?")
+        else:
+            raise BadRequest("invalid :path")
+        settings = self.settings
+        scope = build_http_scope(
+            settings.ctx,
+            self.peer,
+            method,
+            "2",
+            raw_path,
+            query,
+            headers,
+            self.peer.extensions,
+            intermediary,
+        )
+        if protocol:
+            self._begin_websocket(stream, scope, protocol, headers)
+            return
+        limit = settings.limit_max_body_size
+        if limit is not None:
+            for name, value in headers:
+                if name == b"content-length" and value.isdigit() and int(value) > limit:
+                    raise BadRequest("request body too large", 413)
+        cycle = HTTPCycle(scope, stream, settings.ctx)
+        stream.cycle = cycle
+        if stream.remote_closed:
+            cycle.feed_eof()
+        else:
+            stream.expect_continue = any(
+                name == b"expect" and value.lower() == b"100-continue" for name, value in headers
+            )
+        cycle.start()
+
+    def _begin_websocket(
+        self,
+        stream: H2Stream,
+        scope: dict[str, Any],
+        protocol: bytes,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        """An extended CONNECT (RFC 8441 4): a WebSocket over this stream."""
+        if protocol.lower() != b"websocket":
+            raise BadRequest(f"unsupported :protocol {protocol!r}", 501)
+        versions = [value for name, value in headers if name == b"sec-websocket-version"]
+        if len(versions) != 1 or versions[0].strip() != b"13":
+            raise BadHandshake("WebSocket without Sec-WebSocket-Version: 13", _VERSION_HEADER)
+        framing, extensions = open_framing(self.settings.websocket, headers)
+        cycle = WebSocketCycle(
+            websocket_scope(scope, offered_subprotocols(headers)), stream, self.settings.ctx
+        )
+        stream.cycle = cycle
+        stream.framing = framing
+        stream.ws_extensions = extensions
+        cycle.start()
+
+    def _upgraded_request(self, upgrade: H2Upgrade) -> None:
+        """Serve the request of an h2c upgrade (RFC 7540 3.2) as stream 1, half-closed."""
+        _, method, raw_path, query, headers = upgrade
+        stream = H2Stream(self, 1, method == "HEAD")
+        stream.remote_closed = True
+        self._streams[1] = stream
+        self._last_stream_id = 1
+        fields = [(name, value) for name, value in headers if name not in _UPGRADE_HEADERS]
+        try:
+            scope = build_http_scope(
+                self.settings.ctx,
+                self.peer,
+                method,
+                "2",
+                raw_path,
+                query,
+                fields,
+                self.peer.extensions,
+            )
+        except BadRequest as exc:
+            self.respond_error(stream, exc.status, exc.headers)
+            return
+        cycle = HTTPCycle(scope, stream, self.settings.ctx)
+        stream.cycle = cycle
+        cycle.feed_eof()
+        cycle.start()
+
+    def _on_data(self, event: DataReceived) -> None:
+        stream_id = event.stream_id
+        size = event.flow_controlled_length or 0
+        data = event.data or b""
+        stream = self._streams.get(stream_id)
+        if not data and not event.stream_ended:
+            self._control_frame()  # an empty DATA frame costs work and carries nothing
+        if stream is None or stream.closed:
+            self._credit_now(stream_id, size)
+            return
+        ws = stream.ws
+        if ws is not None:
+            ws.data_received(data)
+            stream.received(size)
+            return
+        cycle = stream.cycle
+        if type(cycle) is not HTTPCycle or cycle.response_complete:
+            self._credit_now(stream_id, size)  # answered already: what is in flight is dropped
+            return
+        limit = self.settings.limit_max_body_size
+        if limit is not None:
+            stream.body_received += len(data)
+            if stream.body_received > limit:
+                self._credit_now(stream_id, size)
+                cycle.fail_request(413)
+                return
+        if data:
+            cycle.feed_body(data)
+        stream.received(size)
+
+    def _on_stream_ended(self, stream_id: int) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.remote_closed:
+            return
+        stream.remote_closed = True
+        if stream.ws is not None:
+            stream.ws.eof_received()
+            if stream.end_sent:
+                self._finish(stream)
+            return
+        cycle = stream.cycle
+        if type(cycle) is HTTPCycle:
+            cycle.feed_eof()
+
+    def _on_reset(self, stream_id: int) -> None:
+        if not self._reset_budget.spend():
+            self._calm("too many streams reset")
+            return
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            stream.lost()
+            self._blocked.discard(stream)
+            self._maybe_done(stream)
+
+    def _control_frame(self) -> None:
+        if not self._control_budget.spend():
+            self._calm("too many control frames")
+
+    # -- responses out ---------------------------------------------------------------------------
+
+    def response_headers(
+        self, status: int, headers: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        """The HEADERS of a response: status, the app's fields (less the HTTP/1.1 connection
+        ones) and the server's defaults the app did not set."""
+        fields = [(b":status", STATUS[status])]
+        settings = self.settings
+        defaults = settings.default_header_names
+        override: set[bytes] | None = None
+        for name, value in headers:
+            if name in CONNECTION_HEADERS:
+                continue
+            if name in defaults or name == b"date":
+                if override is None:
+                    override = set()
+                override.add(name)
+            fields.append((name, value))
+        for name, value in settings.h2_default_headers:
+            if override is None or name not in override:
+                fields.append((name, value))
+        date = settings.date_header
+        if date is not None and (override is None or b"date" not in override):
+            fields.append((b"date", date.value()))
+        return fields
+
+    def send_informational(
+        self, stream: H2Stream, status: int, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """A 1xx response (100 Continue, 103 Early Hints) on `stream`, now."""
+        if stream.closed or stream.end_sent or self._closing:
+            return
+        fields = [(b":status", STATUS[status])]
+        fields += [(n, v) for n, v in headers if n not in CONNECTION_HEADERS]
+        self._h2.send_headers(stream.stream_id, fields)
+        self._schedule_flush()
+
+    def respond_error(
+        self, stream: H2Stream, status: int, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        """Answer a stream in the app's place (400, 405, 413, 431, ...)."""
+        headers, body = error_headers(status)
+        if extra:
+            headers = [headers[0], *extra, *headers[1:]]
+        stream.head = self.response_headers(status, headers[1:])
+        stream.write_body(body, False)
+
+    def want_send(self, stream: H2Stream) -> None:
+        """`stream` has output queued."""
+        if stream not in self._blocked and stream not in self._ready:
+            self._ready.append(stream)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled and not self._in_receive:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._lost:
+            return
+        if self._ready and not self.write_paused:
+            self._pump()
+        data = self._h2.data_to_send()
+        if data:
+            self.transport.write(data)
+        if self._draining and not self._streams and not self._closing:
+            self._close()
+
+    def _pump(self) -> None:
+        """Frame queued output, one DATA frame per stream in turn, while the windows allow."""
+        h2 = self._h2
+        ready = self._ready
+        now = self.loop.time()
+        while ready and not self.write_paused:
+            stream = ready[0]
+            if stream.closed or stream.end_sent:
+                ready.popleft()
+                continue
+            stream_id = stream.stream_id
+            if stream.head is not None:
+                head, stream.head = stream.head, None
+                end = stream.end_queued and not stream.out and stream.trailers is None
+                h2.send_headers(stream_id, head, end_stream=end)
+                if end:
+                    ready.popleft()
+                    self._ended(stream)
+                    continue
+            out = stream.out
+            if out:
+                window = h2.local_flow_control_window(stream_id)
+                if window <= 0:
+                    if h2.outbound_flow_control_window <= 0:
+                        break  # the whole connection waits for the peer's WINDOW_UPDATE
+                    ready.popleft()
+                    self._blocked.add(stream)
+                    continue
+                size = min(window, h2.max_outbound_frame_size)
+                piece = out[0]
+                if len(piece) > size:
+                    view = memoryview(piece)
+                    out[0] = view[size:]
+                    piece = view[:size]
+                else:
+                    out.popleft()
+                stream.out_size -= len(piece)
+                stream.last_progress = now
+                end = stream.end_queued and not out and stream.trailers is None
+                h2.send_data(stream_id, piece, end_stream=end)
+                if stream.write_paused and stream.out_size <= STREAM_HIGH_WATER:
+                    stream.wake_writers()
+                ready.popleft()
+                if end:
+                    self._ended(stream)
+                elif out or stream.end_queued:
+                    ready.append(stream)
+                continue
+            ready.popleft()
+            if stream.end_queued:
+                if stream.trailers is not None:
+                    h2.send_headers(stream_id, stream.trailers, end_stream=True)
+                else:
+                    h2.end_stream(stream_id)
+                self._ended(stream)
+        if (ready or self._blocked) and self._stall_timer is None:
+            self._stall_timer = self.loop.call_later(
+                self.limits.flow_control_timeout, self._on_stall_check
+            )
+
+    def _ended(self, stream: H2Stream) -> None:
+        """END_STREAM is queued for `stream`: its response is complete."""
+        stream.end_sent = True
+        stream.wake_writers()
+        cycle = stream.cycle
+        if self.settings.access_log and type(cycle) is HTTPCycle:
+            scope = cycle.scope
+            target = scope["raw_path"].decode("ascii", "replace")
+            if scope["query_string"]:
+                target += "?" + scope["query_string"].decode("ascii", "replace")
+            log_access(scope["client"], scope["method"], target, cycle.status, stream.resp_bytes)
+        if stream.ws is not None:
+            if stream.remote_closed:
+                self._finish(stream)
+            return
+        if not stream.remote_closed:
+            # A complete response while the request is still open: ask the client to stop
+            # sending without error (RFC 9113 8.1).
+            stream.closed = True
+            with contextlib.suppress(ProtocolError):
+                self._h2.reset_stream(stream.stream_id, ErrorCodes.NO_ERROR)
+        self._maybe_done(stream)
+
+    def _finish(self, stream: H2Stream) -> None:
+        """Both ends of a WebSocket stream are closed."""
+        stream.lost()
+        self._maybe_done(stream)
+
+    def _on_window_updated(self, stream_id: int) -> None:
+        blocked = self._blocked
+        if not blocked:
+            if self._ready:
+                self._schedule_flush()
+            return
+        if stream_id == 0:
+            self._ready.extend(blocked)
+            blocked.clear()
+        else:
+            stream = self._streams.get(stream_id)
+            if stream is None or stream not in blocked:
+                return
+            blocked.discard(stream)
+            self._ready.append(stream)
+        self._schedule_flush()
+
+    def credit(self, stream: H2Stream, size: int) -> None:
+        """The app has taken `size` flow-controlled bytes of `stream`'s request body."""
+        if size and not self._closing:
+            self._credit_now(stream.stream_id, size)
+            self._schedule_flush()
+
+    def _credit_now(self, stream_id: int, size: int) -> None:
+        if size:
+            with contextlib.suppress(ProtocolError):
+                self._h2.acknowledge_received_data(size, stream_id)
+
+    def reset(self, stream: H2Stream, code: int = ErrorCodes.INTERNAL_ERROR) -> None:
+        """Reset `stream` from our side (the app failed mid-response, or a WebSocket abort)."""
+        if stream.closed:
+            return
+        stream.closed = True
+        if stream.out:
+            # What the app did send goes out first, then the reset.
+            stream.end_queued = False
+            self._pump_one(stream)
+        with contextlib.suppress(ProtocolError):
+            self._h2.reset_stream(stream.stream_id, code)
+        stream.lost()
+        self._blocked.discard(stream)
+        self._maybe_done(stream)
+        self._schedule_flush()
+
+    def _pump_one(self, stream: H2Stream) -> None:
+        h2 = self._h2
+        while stream.out:
+            window = min(h2.local_flow_control_window(stream.stream_id), h2.max_outbound_frame_size)
+            if window <= 0:
+                return
+            piece = stream.out.popleft()
+            if len(piece) > window:
+                stream.out.appendleft(piece[window:])
+                piece = piece[:window]
+            with contextlib.suppress(ProtocolError):
+                h2.send_data(stream.stream_id, piece)
+
+    def cycle_finished(self, stream: H2Stream) -> None:
+        """The app call for `stream` has returned."""
+        stream.app_done = True
+        self._maybe_done(stream)
+
+    def _maybe_done(self, stream: H2Stream) -> None:
+        if (
+            (stream.end_sent or stream.closed)
+            and (stream.app_done or stream.cycle is None)
+            and self._streams.pop(stream.stream_id, None) is not None
+            and not self._streams
+        ):
+            if self._draining:
+                self._schedule_flush()
+            else:
+                self._arm_idle()
+
+    def _refuse_stream(self, stream_id: int) -> None:
+        if not self._reset_budget.spend():
+            self._calm("too many streams refused")
+            return
+        with contextlib.suppress(ProtocolError):
+            self._h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+
+    # -- WebSocket over HTTP/2 (RFC 8441) ------------------------------------------------------
+
+    def accept_websocket(
+        self,
+        stream: H2Stream,
+        cycle: WebSocketCycle,
+        subprotocol: str | None,
+        headers: list[tuple[bytes, bytes]],
+    ) -> WebSocketConnection:
+        """Answer the extended CONNECT with 200; frames then flow in the stream's DATA."""
+        fields: list[tuple[bytes, bytes]] = []
+        if stream.ws_extensions is not None:
+            fields.append((b"sec-websocket-extensions", stream.ws_extensions))
+        if subprotocol is not None:
+            fields.append((b"sec-websocket-protocol", subprotocol.encode()))
+        fields += [(n, v) for n, v in headers if n not in HANDSHAKE_HEADERS]
+        stream.head = self.response_headers(200, fields)
+        transport = StreamTransport(stream)
+        framing: ServerProtocol = stream.framing
+        stream.framing = None
+        conn = WebSocketConnection(self.settings, transport, cycle, framing, b"")
+        transport.set_protocol(conn)
+        stream.ws = conn
+        self.settings.connections.add(conn)
+        self.want_send(stream)
+        return conn
+
+    # -- timers, errors and closing ------------------------------------------------------------
+
+    def _arm_idle(self) -> None:
+        timeout = self.limits.idle_timeout
+        self._idle_deadline = deadline = self.loop.time() + timeout
+        timer = self._idle_timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._idle_timer = self.loop.call_at(deadline, self._on_idle)
+
+    def _on_idle(self) -> None:
+        self._idle_timer = None
+        if self._closing or self._streams or not self._idle_deadline:
+            return
+        if self.loop.time() < self._idle_deadline:
+            self._idle_timer = self.loop.call_at(self._idle_deadline, self._on_idle)
+            return
+        self._goaway(ErrorCodes.NO_ERROR)
+        self._close()
+
+    def _on_stall_check(self) -> None:
+        self._stall_timer = None
+        if self._closing:
+            return
+        timeout = self.limits.flow_control_timeout
+        now = self.loop.time()
+        waiting = [s for s in (*self._ready, *self._blocked) if not s.finished]
+        for stream in waiting:
+            if not stream.last_progress:
+                stream.last_progress = now
+            elif now - stream.last_progress >= timeout:
+                error_logger.info(
+                    "HTTP/2 stream %d made no progress for %ss: reset", stream.stream_id, timeout
+                )
+                self.reset(stream, ErrorCodes.CANCEL)
+        if any(not s.finished for s in (*self._ready, *self._blocked)):
+            self._stall_timer = self.loop.call_later(timeout / 2, self._on_stall_check)
+        self._flush()
+
+    def _calm(self, reason: str) -> None:
+        """The peer overspent a budget: GOAWAY ENHANCE_YOUR_CALM and close."""
+        error_logger.warning("Closing HTTP/2 connection from %s: %s", self._who(), reason)
+        self._goaway(ErrorCodes.ENHANCE_YOUR_CALM)
+        self._close()
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        if error_logger.isEnabledFor(logging.DEBUG):
+            error_logger.debug("HTTP/2 protocol error from %s: %s", self._who(), exc)
+        data = self._h2.data_to_send()  # h2 has queued the GOAWAY with the error code
+        if data:
+            self.transport.write(data)
+        self._close()
+
+    def _goaway(self, code: int) -> None:
+        with contextlib.suppress(ProtocolError):
+            self._h2.close_connection(code, last_stream_id=self._last_stream_id)
+        data = self._h2.data_to_send()
+        if data and not self._lost:
+            self.transport.write(data)
+
+    def _close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._draining = True
+        if not self._lost:
+            self.transport.close()
+
+    def _who(self) -> str:
+        client = self.peer.client
+        return f"{client[0]}:{client[1]}" if client else "unix socket"
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: GOAWAY with the last stream id; in-flight streams finish, then the
+        connection closes."""
+        if self._closing or self._draining:
+            return
+        self._draining = True
+        self._goaway(ErrorCodes.NO_ERROR)
+        if not self._streams:
+            self._close()
+
+    def cancel_apps(self) -> None:
+        """Cancel every app task still running on this connection (end of a drain)."""
+        for stream in list(self._streams.values()):
+            task = stream.cycle.task if stream.cycle is not None else None
+            if task is not None and not task.done():
+                task.cancel()
+
+    def abort(self) -> None:
+        """Drop the connection now."""
+        self._closing = True
+        if not self._lost:
+            self.transport.abort()
+
+
+# Headers of an HTTP/1.1 upgrade request that belong to the upgrade, not to the request.
+_UPGRADE_HEADERS = frozenset(
+    {b"connection", b"upgrade", b"http2-settings", b"keep-alive", b"proxy-connection", b"te"}
+)
