@@ -6,7 +6,9 @@
 # that fail: exception before the response starts -> 500; after -> the wire is aborted so a
 # truncated body never looks complete; --http-timeout -> 503; --application-close-timeout after
 # the client left -> the app is cancelled. Framing (chunked, Content-Length, HEAD/204/304) is the
-# wire adapter's business, reached through the `HTTPSink` interface.
+# wire adapter's business, reached through the `HTTPSink` interface. Two extensions ride on the
+# same machine when the wire announced them in the scope: `http.response.early_hint` (a 103
+# before the response) and `http.response.trailers` (trailer fields after the last body part).
 from __future__ import annotations
 
 import asyncio
@@ -31,7 +33,10 @@ BODY_HIGH_WATER = 65536
 # RFC 9110 5.1: a header name is a token (5.5: a value never holds CR, LF or NUL; see below).
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
-_PENDING, _STARTED, _DONE = 0, 1, 2
+# The response: not started; started; body complete, trailers awaited; complete.
+_PENDING, _STARTED, _TRAILERS, _DONE = 0, 1, 2, 3
+EARLY_HINT = "http.response.early_hint"
+TRAILERS = "http.response.trailers"
 
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 
@@ -51,6 +56,9 @@ class HTTPSink(Protocol):
 
     def write_body(self, data: bytes, more_body: bool) -> None:
         """Frame and write body bytes; `more_body=False` completes the response."""
+
+    def write_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """Complete the response with these trailer fields (validated, lower-cased)."""
 
     def send_continue(self) -> None:
         """Send `100 Continue` if the client asked for it and it has not been sent."""
@@ -135,6 +143,7 @@ class HTTPCycle:
         "_reading_paused",
         "_state",
         "_timeout_timer",
+        "_trailer_fields",
         "_waiter",
         "disconnected",
         "more_body",
@@ -156,6 +165,7 @@ class HTTPCycle:
         self._timeout_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._delivered = False
+        self._trailer_fields: list[tuple[bytes, bytes]] | None = None  # trailers promised
         self.more_body = True
         self.disconnected = False
         self.status = 0
@@ -271,6 +281,10 @@ class HTTPCycle:
                     if self.disconnected:
                         raise ClientDisconnected("the client disconnected")
                 return
+            if self._trailer_fields is not None:
+                self._state = _TRAILERS
+                self.sink.write_body(body, True)
+                return
             self._state = _DONE
             if self._timeout_timer is not None:
                 self._cancel_timeout()
@@ -288,15 +302,36 @@ class HTTPCycle:
                     f"got {status!r}"
                 )
             headers = check_response_headers(message.get("headers", ()))
+            if message.get("trailers") and TRAILERS in self.scope["extensions"]:
+                self._trailer_fields = []
             self._state = _STARTED
             self.status = status
             self.sink.start_response(status, headers)
             return
+        if state == _TRAILERS and kind == TRAILERS:
+            fields = self._trailer_fields
+            assert fields is not None
+            fields += check_response_headers(message.get("headers", ()))
+            if not message.get("more_trailers", False):
+                self._state = _DONE
+                if self._timeout_timer is not None:
+                    self._cancel_timeout()
+                if self.disconnected:
+                    raise ClientDisconnected("the client disconnected")
+                self.sink.write_trailers(fields)
+                self._wake()
+            return
+        if state == _PENDING and kind == EARLY_HINT:
+            self._early_hint(message)
+            return
+        if kind == TRAILERS and state >= _STARTED and self._trailer_fields is None:
+            return  # trailers the wire cannot carry (HTTP/1.1 without TE: trailers): dropped
         if self.disconnected and state != _PENDING:
             raise ClientDisconnected("the client disconnected")
         expected = {
             _PENDING: "'http.response.start'",
             _STARTED: "'http.response.body'",
+            _TRAILERS: "'http.response.trailers'",
             _DONE: "nothing (the response is complete)",
         }[state]
         raise RuntimeError(f"Unexpected ASGI message {kind!r} sent; expected {expected}")
@@ -318,7 +353,7 @@ class HTTPCycle:
             if self._state == _PENDING:
                 logger.error("ASGI app returned without starting a response: %s", self._where())
                 self._send_error(500)
-            elif self._state == _STARTED:
+            elif self._state != _DONE:
                 logger.error("ASGI app returned before completing its response: %s", self._where())
                 self._abort()
         finally:
@@ -335,13 +370,26 @@ class HTTPCycle:
         if self._state == _PENDING:
             if not self.disconnected:
                 self._send_error(500)
-        elif self._state == _STARTED:
+        elif self._state != _DONE:
             self._abort()
 
     def _where(self) -> str:
         # The raw path, escaped: a decoded %0d%0a must not forge lines in the error log.
         scope = self.scope
         return f"{scope['method']} {escape(scope['raw_path'].decode('latin-1'))}"
+
+    def _early_hint(self, message: Message) -> None:
+        """A 103 Early Hints response with the app's Link values (RFC 8297)."""
+        if self.disconnected or EARLY_HINT not in self.scope["extensions"]:
+            return  # not announced: ignored, as the extension's spec allows
+        links = message.get("links", ())
+        if isinstance(links, (bytes, str)) or not all(
+            isinstance(link, (bytes, bytearray)) for link in links
+        ):
+            raise RuntimeError("'http.response.early_hint' links must be a list of bytes")
+        headers = check_response_headers([(b"link", bytes(link)) for link in links])
+        if headers:
+            self.sink.start_response(103, headers)
 
     def _send_error(self, status: int) -> None:
         """Answer in the app's place (500, 503, 413): a complete small HTML response."""

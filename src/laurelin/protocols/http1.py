@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from laurelin.asgi.context import PeerInfo
-from laurelin.asgi.http import HTTPCycle
+from laurelin.asgi.http import EARLY_HINT, TRAILERS, HTTPCycle
 from laurelin.asgi.scope import BadRequest, build_http_scope, websocket_scope
 from laurelin.asgi.websocket import WebSocketCycle
 from laurelin.logs import error_logger, log_access
@@ -127,6 +127,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
         "_raw_preface",
         "_read_paused",
         "_read_paused_body",
+        "_te_trailers",
         "_timer",
         "_tls",
         "_transfer_encoding",
@@ -344,6 +345,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
         self._intermediary = False
         self._hosts = 0
         self._transfer_encoding = False
+        self._te_trailers = False
         self._upgrade: bytes | None = None
         self.body_received = 0
 
@@ -385,6 +387,11 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
                 self._expect_continue = True
         elif name == b"upgrade":
             self._upgrade = value
+        elif name == b"te":
+            # RFC 9110 10.1.4: the client accepts trailer fields (http.response.trailers).
+            self._te_trailers = any(
+                part.split(b";")[0].strip().lower() == b"trailers" for part in value.split(b",")
+            )
         else:
             self._intermediary = True  # Daphne-Root-Path or a proxy header: the scope looks
         self._headers.append((name, value))
@@ -459,6 +466,11 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
                 settings_value = next(v for n, v in headers if n == b"http2-settings")
                 self._h2c = (settings_value, method, raw_path, query, headers)
                 return
+        if http_version == "1.1":
+            extensions = scope["extensions"]
+            extensions[EARLY_HINT] = {}
+            if self._te_trailers:
+                extensions[TRAILERS] = {}
         keep_alive = parser.should_keep_alive()
         cycle = HTTPCycle(scope, self, settings.ctx)
         self._parsing = cycle

@@ -164,6 +164,20 @@ class ResponseWriter:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
+    def write_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """End the response with trailer fields: after the last chunk when chunked (RFC 9112
+        7.1.2); any other framing cannot carry them, and they are dropped."""
+        if not self._resp_chunked or self._closing or self.transport.is_closing():
+            self.write_body(b"", False)
+            return
+        parts = [b"0\r\n"]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        self._pending.append(b"".join(parts))
+        self._flush()
+        self._response_done()
+
     def _out(self, data: bytes) -> None:
         """Queue bytes of a streamed response; write_body flushes them (see _CORK_LIMIT)."""
         if len(data) > _JOIN_LIMIT:

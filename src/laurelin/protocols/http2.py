@@ -38,7 +38,7 @@ from h2.events import (
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 
-from laurelin.asgi.http import HTTPCycle
+from laurelin.asgi.http import EARLY_HINT, TRAILERS, HTTPCycle
 from laurelin.asgi.scope import BadRequest, build_http_scope, websocket_scope
 from laurelin.asgi.websocket import WebSocketCycle
 from laurelin.logs import error_logger, log_access
@@ -351,6 +351,9 @@ class HTTP2Connection(asyncio.Protocol):
             for name, value in headers:
                 if name == b"content-length" and value.isdigit() and int(value) > limit:
                     raise BadRequest("request body too large", 413)
+        extensions = scope["extensions"]
+        extensions[EARLY_HINT] = {}
+        extensions[TRAILERS] = {}
         cycle = HTTPCycle(scope, stream, settings.ctx)
         stream.cycle = cycle
         if stream.remote_closed:
@@ -405,6 +408,8 @@ class HTTP2Connection(asyncio.Protocol):
         except BadRequest as exc:
             self.respond_error(stream, exc.status, exc.headers)
             return
+        scope["extensions"][EARLY_HINT] = {}
+        scope["extensions"][TRAILERS] = {}
         cycle = HTTPCycle(scope, stream, self.settings.ctx)
         stream.cycle = cycle
         cycle.feed_eof()

@@ -102,6 +102,7 @@ class ConnectionSettings:
                 b"expect",
                 b"host",
                 b"upgrade",
+                b"te",
                 b"transfer-encoding",
                 b"daphne-root-path",
                 b"x-forwarded-proto",
