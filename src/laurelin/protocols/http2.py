@@ -36,7 +36,7 @@ from h2.events import (
     WindowUpdated,
 )
 from h2.exceptions import ProtocolError
-from h2.settings import SettingCodes
+from h2.settings import SettingCodes, Settings
 
 from laurelin.asgi.http import EARLY_HINT, TRAILERS, HTTPCycle
 from laurelin.asgi.scope import BadRequest, build_http_scope, websocket_scope
@@ -166,11 +166,16 @@ class HTTP2Connection(asyncio.Protocol):
         self.transport = transport
         h2 = self._h2
         limits = self.limits
-        local = h2.local_settings
-        local.max_concurrent_streams = limits.max_concurrent_streams
-        local.max_header_list_size = limits.max_header_list_size
-        local.enable_connect_protocol = 1
-        local.initial_window_size = STREAM_WINDOW
+        # Our SETTINGS, in force from the start (initial values, not changes awaiting an ACK).
+        h2.local_settings = Settings(
+            client=False,
+            initial_values={
+                SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
+                SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
+                SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
+                SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            },
+        )
         h2.decoder.max_header_list_size = limits.max_header_list_size
         self.settings.connections.add(self)
         if upgrade is None:
