@@ -25,6 +25,7 @@ from laurelin.protocols.http1_encoding import (
     default_header_names,
     encode_default_headers,
 )
+from laurelin.protocols.http2 import quiet_hpack
 from laurelin.protocols.http2_limits import H2Limits
 from laurelin.protocols.settings import ConnectionSettings
 from laurelin.protocols.ws_handshake import FramingSettings
@@ -129,6 +130,7 @@ class Server:
             ctx.state = lifespan.state
         settings = build_settings(config, ctx)
         self.settings = settings
+        quiet_hpack()
 
         for sock, tls in zip(self.sockets, self.tls, strict=True):
             if tls is None:

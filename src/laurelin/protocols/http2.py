@@ -19,6 +19,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+import hpack.hpack as hpack_module
 from h2.config import H2Configuration
 from h2.connection import H2Connection as _H2Machine
 from h2.errors import ErrorCodes
@@ -42,6 +43,7 @@ from laurelin.asgi.http import EARLY_HINT, TRAILERS, HTTPCycle
 from laurelin.asgi.scope import BadRequest, build_http_scope, websocket_scope
 from laurelin.asgi.websocket import WebSocketCycle
 from laurelin.logs import error_logger, log_access
+from laurelin.protocols.http2_headers import Malformed, RequestHead, parse_request
 from laurelin.protocols.http2_limits import CONNECTION_WINDOW, STREAM_WINDOW, Budget
 from laurelin.protocols.http2_stream import (
     CONNECTION_HEADERS,
@@ -76,16 +78,28 @@ _CONFIG = H2Configuration(
     # connection-specific ones are dropped in response_headers() below.
     validate_outbound_headers=False,
     normalize_outbound_headers=False,
-    validate_inbound_headers=True,
-    normalize_inbound_headers=True,
+    # Request headers are checked by http2_headers.py, in one pass instead of h2's several.
+    validate_inbound_headers=False,
+    normalize_inbound_headers=False,
 )
-_UNDERSCORE = ord("_")
-_NEL = 0x85
-_SLASH = ord("/")
 _METHODS = {
     m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")
 }
 _VERSION_HEADER = [(b"sec-websocket-version", b"13")]
+
+
+class _QuietLog:
+    """Stands in for hpack's module logger, see quiet_hpack()."""
+
+    @staticmethod
+    def debug(*args: object, **kwargs: object) -> None:
+        return None
+
+
+def quiet_hpack() -> None:
+    """hpack logs every header it encodes or decodes at DEBUG; the calls alone, with DEBUG
+    off, cost about a tenth of a request. Called once at server start."""
+    hpack_module.log = _QuietLog()  # type: ignore[assignment]
 
 
 class _Machine(_H2Machine):
@@ -93,9 +107,15 @@ class _Machine(_H2Machine):
     whole connection when a client opens one stream too many, RFC 9113 5.1.2 asks for that
     stream alone to be refused (REFUSED_STREAM), which HTTP2Connection does."""
 
+    _sweep_at = 64
+
     @property
     def open_inbound_streams(self) -> int:
-        _H2Machine.open_inbound_streams.fget(self)  # type: ignore[attr-defined]  # forgets closed streams
+        # h2 forgets closed streams as it counts open ones, walking all of them for each new
+        # stream; once the table has doubled is often enough.
+        if len(self.streams) >= self._sweep_at:
+            self._open_streams(1)
+            self._sweep_at = max(64, 2 * len(self.streams))
         return 0
 
 
@@ -276,57 +296,29 @@ class HTTP2Connection(asyncio.Protocol):
         if self._draining or len(self._streams) >= self.limits.max_concurrent_streams:
             self._refuse_stream(stream_id)
             return
-        headers = event.headers or []
-        method = path = authority = protocol = b""
-        fields: list[tuple[bytes, bytes]] = []
-        dropped = 0
-        intermediary = False
-        notable = self.settings.notable_headers
-        for name, value in headers:
-            if name[0] == 58:  # ":" pseudo-header; h2 has checked which may appear
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    authority = value
-                elif name == b":protocol":
-                    protocol = value
-                continue
-            if _UNDERSCORE in name:
-                dropped += 1  # Daphne (CVE-2015-0219): "_" names could pose as "-" ones
-                continue
-            if name in notable:
-                intermediary = True
-            fields.append((name, value))
-        stream = H2Stream(self, stream_id, method == b"HEAD")
+        stream = H2Stream(self, stream_id, False)
         self._streams[stream_id] = stream
         self._idle_deadline = 0.0
         if event.stream_ended is not None:
             stream.remote_closed = True
         try:
-            if len(fields) + dropped > self.limits.max_headers:
-                raise BadRequest("too many header fields", 431)
-            if authority and not any(name == b"host" for name, _ in fields):
-                fields.append((b"host", authority))
-            if any(_NEL in value for _, value in fields):
-                raise BadRequest("control character in a header value")
-            self._begin(stream, method, path, protocol, fields, intermediary)
+            head = parse_request(
+                event.headers or [], self.settings.notable_headers, self.limits.max_headers
+            )
+            stream.head_only = head.method == b"HEAD"
+            self._begin(stream, head)
+        except Malformed as exc:
+            if error_logger.isEnabledFor(logging.DEBUG):
+                error_logger.debug("Malformed request on stream %d: %s", stream_id, exc)
+            self.reset(stream, ErrorCodes.PROTOCOL_ERROR)
         except BadRequest as exc:
             if error_logger.isEnabledFor(logging.DEBUG):
                 error_logger.debug("Refusing stream %d with %d: %s", stream_id, exc.status, exc)
             self.respond_error(stream, exc.status, exc.headers)
 
-    def _begin(
-        self,
-        stream: H2Stream,
-        raw_method: bytes,
-        target: bytes,
-        protocol: bytes,
-        headers: list[tuple[bytes, bytes]],
-        intermediary: bool,
-    ) -> None:
+    def _begin(self, stream: H2Stream, head: RequestHead) -> None:
         """Build the scope and start the app for a new request stream."""
+        raw_method, target, protocol, headers = head.method, head.path, head.protocol, head.fields
         method = _METHODS.get(raw_method) or raw_method.decode("ascii", "replace")
         if method == "CONNECT" and not protocol:
             raise BadRequest("CONNECT is not supported", 405)
@@ -346,7 +338,7 @@ class HTTP2Connection(asyncio.Protocol):
             query,
             headers,
             self.peer.extensions,
-            intermediary,
+            head.intermediary,
         )
         if protocol:
             self._begin_websocket(stream, scope, protocol, headers)
