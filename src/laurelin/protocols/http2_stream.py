@@ -55,6 +55,7 @@ class H2Stream:
         "out",
         "out_size",
         "read_paused",
+        "remaining",
         "remote_closed",
         "resp_bytes",
         "stream_id",
@@ -71,6 +72,7 @@ class H2Stream:
         self.head_only = head_only  # a HEAD request: headers only, whatever the app sends
         self.head: list[tuple[bytes, bytes]] | None = None  # response headers not yet sent
         self.no_body = False
+        self.remaining: int | None = None  # body bytes the app's Content-Length still owes
         self.out: deque[bytes | memoryview] = deque()
         self.out_size = 0
         self.end_queued = False  # the app's last body part is queued
@@ -105,10 +107,18 @@ class H2Stream:
         self.expect_continue = False
         self.no_body = self.head_only or status in _NO_BODY_STATUS
         self.head = conn.response_headers(status, headers)
+        if not self.no_body:
+            for name, value in headers:
+                if name == b"content-length":
+                    if not value.isdigit():
+                        raise RuntimeError(f"Invalid Content-Length {value!r} in the response")
+                    self.remaining = int(value)
 
     def write_body(self, data: bytes, more_body: bool) -> None:
         if self.closed:
             return
+        if self.remaining is not None and not self.no_body:
+            self._check_length(len(data), more_body)
         if data and not self.no_body:
             self.out.append(data)
             self.out_size += len(data)
@@ -118,6 +128,20 @@ class H2Stream:
         self.conn.want_send(self)
         if self.out_size > STREAM_HIGH_WATER:
             self.write_paused = True
+
+    def _check_length(self, size: int, more_body: bool) -> None:
+        """The body must match the app's Content-Length (RFC 9113 8.1.1): if not, the stream is
+        reset, so a client never takes a wrong body for the whole one."""
+        remaining = self.remaining
+        assert remaining is not None
+        remaining -= size
+        self.remaining = remaining
+        if remaining < 0:
+            self.abort()
+            raise RuntimeError("The app sent more body than its Content-Length")
+        if not more_body and remaining:
+            self.abort()
+            raise RuntimeError("The app's response body is shorter than its Content-Length")
 
     def write_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
         """The response's trailer fields: sent as a last HEADERS frame, ending the stream."""
