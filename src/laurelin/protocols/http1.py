@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import re
@@ -502,6 +503,8 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
         for name, value in headers:
             if name == b"http2-settings":
                 found += 1
+                if not _settings_payload(value):
+                    return False
             elif name == b"transfer-encoding" or (
                 name == b"content-length" and value.strip() != b"0"
             ):
@@ -804,6 +807,15 @@ def _split_target(url: bytes, method: str) -> tuple[bytes, bytes]:
     except httptools.HttpParserInvalidURLError:
         raise BadRequest("invalid request target") from None
     return parsed.path or b"/", parsed.query or b""
+
+
+def _settings_payload(value: bytes) -> bool:
+    """Whether an HTTP2-Settings value is base64url of whole SETTINGS entries (RFC 7540 3.2.1)."""
+    try:
+        raw = base64.b64decode(value.strip(), altchars=b"-_", validate=True)
+    except ValueError:
+        return False
+    return len(raw) % 6 == 0
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:

@@ -38,6 +38,7 @@ from h2.events import (
 )
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
+from hyperframe.exceptions import HyperframeError
 
 from laurelin.asgi.http import EARLY_HINT, TRAILERS, HTTPCycle
 from laurelin.asgi.scope import BadRequest, build_http_scope, websocket_scope
@@ -203,7 +204,7 @@ class HTTP2Connection(asyncio.Protocol):
         else:
             try:
                 h2.initiate_upgrade_connection(upgrade[0])
-            except ProtocolError:
+            except (ProtocolError, HyperframeError):  # the client's settings are invalid
                 transport.close()
                 return
         h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
