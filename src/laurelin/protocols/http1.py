@@ -103,6 +103,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
 
     __slots__ = (
         "_active",
+        "_body_only",
         "_closing",
         "_cycles",
         "_deadline",
@@ -133,6 +134,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
         "_tls",
         "_transfer_encoding",
         "_upgrade",
+        "_upgrade_body",
         "_url",
         "_ws",
         "body_received",
@@ -160,6 +162,10 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
         self._deferred_headers: list[tuple[bytes, bytes]] = []
         self._ws: _PendingUpgrade | None = None
         self._h2c: H2Upgrade | None = None
+        # The framing of an upgrade request's body still to be read, and whether the head
+        # being parsed is the stand-in that reads it (see _on_upgrade).
+        self._upgrade_body: bytes | None = None
+        self._body_only = False
         self._raw_preface = b""
         # Until the first bytes are in: they may be the HTTP/2 preface instead of a request.
         self._fresh = settings.http_versions != "1"
@@ -412,6 +418,11 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
             raise _TooLarge(431)
 
     def on_headers_complete(self) -> None:
+        if self._body_only:
+            # The stand-in head _on_upgrade fed to read an upgrade request's body.
+            self._body_only = False
+            self._in_head = False
+            return
         parser = self._parser
         http_version = parser.get_http_version()
         if http_version != "1.1" and http_version != "1.0":
@@ -467,6 +478,15 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
                 settings_value = next(v for n, v in headers if n == b"http2-settings")
                 self._h2c = (settings_value, method, raw_path, query, headers)
                 return
+            # An upgrade we do not perform: served as HTTP/1.1. httptools has told llhttp to
+            # skip the body of any upgrade request, so its body comes back after the parser
+            # stops (_on_upgrade), where it must be read as this request's body, not as the
+            # next request (that would be request smuggling).
+            length = _content_length(headers)
+            if self._transfer_encoding:
+                self._upgrade_body = b"transfer-encoding: chunked\r\n"
+            elif length:
+                self._upgrade_body = b"content-length: %d\r\n" % length
         if http_version == "1.1":
             extensions = scope["extensions"]
             extensions[EARLY_HINT] = {}
@@ -588,6 +608,8 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
         cycle.feed_body(body)
 
     def on_message_complete(self) -> None:
+        if self._upgrade_body is not None:
+            return  # llhttp skipped the body of an upgrade request: see on_headers_complete
         cycle = self._parsing
         self._parsing = None
         if cycle is not None:
@@ -783,9 +805,15 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
                 self._start_next()
             return
         # Protocol upgrades this connection does not perform (h2c with a body, or anything but
-        # h2c and websocket) are ignored: the request was served as plain HTTP/1.1; bytes
-        # after it start a new request.
+        # h2c and websocket) are ignored: the request is served as plain HTTP/1.1, and bytes
+        # after it (after its body) start a new request.
         self._parser = httptools.HttpRequestParser(self)
+        framing, self._upgrade_body = self._upgrade_body, None
+        if framing is not None:
+            # The body llhttp skipped: a fresh parser reads it behind a stand-in head with the
+            # request's own framing, then goes on with the requests after it.
+            self._body_only = True
+            self._parser.feed_data(b"POST / HTTP/1.1\r\nhost: body\r\n" + framing + b"\r\n")
         if self._active is None and self._pipeline:
             self._start_next()
         if rest:
