@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import hpack.hpack as hpack_module
 from h2.config import H2Configuration
+from h2.connection import ConnectionState
 from h2.connection import H2Connection as _H2Machine
 from h2.errors import ErrorCodes
 from h2.events import (
@@ -39,12 +40,14 @@ from h2.events import (
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 from hyperframe.exceptions import HyperframeError
+from hyperframe.frame import GoAwayFrame
 
 from laurelin.asgi.http import EARLY_HINT, TRAILERS, HTTPCycle
 from laurelin.asgi.scope import BadRequest, build_http_scope, websocket_scope
 from laurelin.asgi.websocket import WebSocketCycle
 from laurelin.logs import error_logger, log_access
 from laurelin.protocols.http2_headers import Malformed, RequestHead, parse_request
+from laurelin.protocols.http2_hpack import MemoDecoder, MemoEncoder
 from laurelin.protocols.http2_limits import CONNECTION_WINDOW, STREAM_WINDOW, Budget
 from laurelin.protocols.http2_stream import (
     CONNECTION_HEADERS,
@@ -119,6 +122,18 @@ class _Machine(_H2Machine):
             self._sweep_at = max(64, 2 * len(self.streams))
         return 0
 
+    def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Any], list[Any]]:
+        """A client's GOAWAY without an error (RFC 9113 6.8) limits only the streams a server
+        would open: the client's own requests in flight are still answered. h2 would close the
+        connection's state and drop what is queued; instead only the event is passed on."""
+        if frame.error_code != ErrorCodes.NO_ERROR:
+            return super()._receive_goaway_frame(frame)
+        event = ConnectionTerminated()
+        event.error_code = ErrorCodes.NO_ERROR
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
+
 
 class HTTP2Connection(asyncio.Protocol):
     """One client connection speaking HTTP/2."""
@@ -153,7 +168,9 @@ class HTTP2Connection(asyncio.Protocol):
         self.limits = settings.h2
         self.loop = settings.ctx.loop
         self.peer = peer
-        self._h2 = _Machine(config=_CONFIG)
+        self._h2 = h2 = _Machine(config=_CONFIG)
+        h2.encoder = MemoEncoder()
+        h2.decoder = MemoDecoder(settings.h2.max_header_list_size)
         self._streams: dict[int, H2Stream] = {}
         self._ready: deque[H2Stream] = deque()  # streams with output to send, in turn
         self._blocked: set[H2Stream] = set()  # streams waiting for their own window
@@ -197,7 +214,6 @@ class HTTP2Connection(asyncio.Protocol):
                 SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
             },
         )
-        h2.decoder.max_header_list_size = limits.max_header_list_size
         self.settings.connections.add(self)
         if upgrade is None:
             h2.initiate_connection()
@@ -535,7 +551,10 @@ class HTTP2Connection(asyncio.Protocol):
         if self._lost:
             return
         if self._ready and not self.write_paused:
-            self._pump()
+            if self._h2.state_machine.state is ConnectionState.CLOSED:
+                self._ready.clear()  # after an error GOAWAY either way: nothing more is sent
+            else:
+                self._pump()
         data = self._h2.data_to_send()
         if data:
             self.transport.write(data)
@@ -817,7 +836,13 @@ class HTTP2Connection(asyncio.Protocol):
         if self._closing or self._draining:
             return
         self._draining = True
-        self._goaway(ErrorCodes.NO_ERROR)
+        # Written here, not through h2: h2 would take its own GOAWAY for the end of the
+        # connection and refuse to send the responses still in flight (RFC 9113 6.8).
+        goaway = GoAwayFrame(0)
+        goaway.last_stream_id = self._last_stream_id
+        goaway.error_code = ErrorCodes.NO_ERROR
+        if not self._lost:
+            self.transport.write(self._h2.data_to_send() + goaway.serialize())
         if not self._streams:
             self._close()
 
