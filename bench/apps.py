@@ -1,7 +1,7 @@
 # bench/apps.py — the plain ASGI 3 application every server runs in the benchmark.
 #
 # One app, one route per workload; no framework, no allocation beyond what the workload needs:
-#   GET  /hello   13-byte text body (used for keep-alive and for Connection: close churn)
+#   GET  /hello   13-byte text body (keep-alive, Connection: close churn, h2c and tls)
 #   POST /echo    reads the whole request body and sends it back
 #   GET  /1mib    one 1 MiB body in a single http.response.body message
 #   GET  /stream  16 chunks of 4 KiB with more_body=True, no Content-Length

@@ -1,13 +1,16 @@
 # bench/run.py — the benchmark driver: starts each server on CPU 1, drives it from CPU 0 with wrk
-# (HTTP workloads) or with the Node WebSocket client bench/ws/client.mjs (ws-echo, ws-idle), and
-# writes the Markdown report (stdout and bench/results/latest.md, raw data as JSON).
+# (HTTP/1.1 workloads, tls over https), h2load (h2c: cleartext HTTP/2 with prior knowledge) or
+# the Node WebSocket client bench/ws/client.mjs (ws-echo, ws-idle), and writes the Markdown report
+# (stdout and bench/results/latest.md, raw data as JSON).
 #
-# Called by bench/run.sh, which builds the venvs and passes --venvs. Standard library only; the
-# WebSocket client's npm dependencies are installed here (npm ci) when a ws workload needs them.
-# For each round, each workload and each server: wait for an idle machine, start the server (one
-# worker, pinned), wait until its port accepts, check one response (or one WebSocket echo) by
-# hand, then
+# Called by bench/run.sh, which builds the venvs and passes --venvs. Standard library only (trustme
+# makes the tls certificate when importable, else openssl does); the WebSocket client's npm
+# dependencies are installed here (npm ci) when a ws workload needs them.
+# For each round, each workload and each server (h2c skips the servers without cleartext HTTP/2):
+# wait for an idle machine, start the server (one worker, pinned), wait until its port accepts,
+# check one response (or one WebSocket echo) by hand, then
 #   HTTP:     warm up with wrk, measure with wrk;
+#   h2c:      the same with h2load;
 #   ws-echo:  run the client (warm-up and measured window on the same connections);
 #   ws-idle:  read the server's VmRSS, open many idle connections with the client, hold them for
 #             the run duration, read VmRSS again;
@@ -23,6 +26,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import http.client
+import importlib.metadata
 import json
 import os
 import platform
@@ -33,10 +37,12 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,11 +79,48 @@ class Server:
     packages: tuple[str, ...]
     # Options added, before the app, for the WebSocket workloads only.
     ws_args: tuple[str, ...] = ()
+    # Options added, before the app, for the h2c workload; None: the server does not speak
+    # cleartext HTTP/2 with prior knowledge, and the h2c workload skips it.
+    h2c_args: tuple[str, ...] | None = None
+    # Options added, before the app, for the tls workload; "{certfile}" and "{keyfile}" stand for
+    # the PEM files made at the start of the benchmark.
+    tls_args: tuple[str, ...] = ()
+    # The whole command for the tls workload, for a server whose TLS listener replaces its plain
+    # one (daphne: an ssl: endpoint instead of -b/-p); None: command plus tls_args.
+    tls_command: tuple[str, ...] | None = None
 
-    def argv(self, bin_dir: Path, port: str, websocket: bool = False) -> list[str]:
-        first, *rest, app = (word.replace("{port}", port) for word in self.command)
-        extra = self.ws_args if websocket else ()
-        return [str(bin_dir / first), *rest, *extra, app]
+    def runs(self, workload: Workload) -> bool:
+        """Whether the server takes part in the workload (h2c needs cleartext HTTP/2)."""
+        return workload.kind != "h2c" or self.h2c_args is not None
+
+    def argv(
+        self, bin_dir: Path, port: str, kind: str = "http", tls: TlsFiles | None = None
+    ) -> list[str]:
+        """The command line for a workload kind; without tls, the PEM files are shown as CERT
+        and KEY (for the report)."""
+        command = self.command
+        extra: tuple[str, ...] = ()
+        if kind in ("ws-echo", "ws-idle"):
+            extra = self.ws_args
+        elif kind == "h2c":
+            extra = self.h2c_args or ()
+        elif kind == "tls" and self.tls_command is not None:
+            command = self.tls_command
+        elif kind == "tls":
+            extra = self.tls_args
+        values = {
+            "{port}": port,
+            "{certfile}": str(tls.certfile) if tls else "CERT",
+            "{keyfile}": str(tls.keyfile) if tls else "KEY",
+        }
+
+        def fill(word: str) -> str:
+            for key, value in values.items():
+                word = word.replace(key, value)
+            return word
+
+        first, *rest, app = (fill(word) for word in (*command[:-1], *extra, command[-1]))
+        return [str(bin_dir / first), *rest, app]
 
 
 SERVERS: dict[str, Server] = {
@@ -86,7 +129,9 @@ SERVERS: dict[str, Server] = {
         Server(
             "laurelin",
             ("laurelin", "-b", HOST, "-p", "{port}", "-v", "0", "--no-access-log", APP),
-            ("laurelin", "httptools", "uvloop", "websockets"),
+            ("laurelin", "httptools", "uvloop", "websockets", "h2"),
+            h2c_args=(),  # HTTP/1.1 and h2c on the same port (--http auto)
+            tls_args=("--ssl-certfile", "{certfile}", "--ssl-keyfile", "{keyfile}"),
         ),
         Server(
             "uvicorn",
@@ -97,6 +142,7 @@ SERVERS: dict[str, Server] = {
             ("uvicorn", "httptools", "uvloop", "websockets"),
             # The legacy websockets implementation; it warns that it is deprecated, at start-up.
             ("--ws", "websockets"),
+            tls_args=("--ssl-certfile", "{certfile}", "--ssl-keyfile", "{keyfile}"),
         ),
         Server(
             "hypercorn",
@@ -104,12 +150,22 @@ SERVERS: dict[str, Server] = {
                 *("hypercorn", "-b", f"{HOST}:{{port}}", "-w", "1", "-k", "uvloop"),
                 *("--log-level", "warning", APP),
             ),
-            ("hypercorn", "h11", "wsproto", "uvloop"),
+            ("hypercorn", "h11", "h2", "wsproto", "uvloop"),
+            # Hypercorn ends a connection after 1,000 requests (keep_alive_max_requests), which
+            # h2load counts as errors; the config file raises that limit. bench/ is the servers'
+            # working directory.
+            h2c_args=("--config", "hypercorn-h2c.toml"),
+            tls_args=("--certfile", "{certfile}", "--keyfile", "{keyfile}"),
         ),
         Server(
             "daphne",
             ("daphne", "-v", "0", "-b", HOST, "-p", "{port}", APP),
-            ("daphne", "twisted", "autobahn"),
+            ("daphne", "twisted", "autobahn", "pyopenssl"),
+            tls_command=(
+                *("daphne", "-v", "0", "-e"),
+                f"ssl:{{port}}:interface={HOST}:privateKey={{keyfile}}:certKey={{certfile}}",
+                APP,
+            ),
         ),
         Server(
             "granian",
@@ -119,6 +175,8 @@ SERVERS: dict[str, Server] = {
                 *("--host", HOST, "--port", "{port}", APP),
             ),
             ("granian", "uvloop"),
+            h2c_args=(),  # --http auto takes HTTP/2 with prior knowledge
+            tls_args=("--ssl-certificate", "{certfile}", "--ssl-keyfile", "{keyfile}"),
         ),
     )
 }
@@ -133,12 +191,15 @@ class Workload:
     path: str
     wrk_args: tuple[str, ...]
     description: str
-    # "http" (driven by wrk), "ws-echo" (messages/s) or "ws-idle" (memory per connection).
+    # "http" (driven by wrk), "tls" (wrk over https), "h2c" (h2load, cleartext HTTP/2 with prior
+    # knowledge), "ws-echo" (messages/s) or "ws-idle" (memory per connection).
     kind: str = "http"
+    # The ratio the report holds laurelin's rate to: (other server, at least laurelin / other).
+    target: tuple[str, float] | None = None
 
     @property
     def websocket(self) -> bool:
-        return self.kind != "http"
+        return self.kind in ("ws-echo", "ws-idle")
 
     @property
     def rated(self) -> bool:
@@ -170,6 +231,23 @@ WORKLOADS: dict[str, Workload] = {
             "GET /stream: 16 x 4 KiB body messages with more_body=True (chunked)",
         ),
         Workload(
+            "h2c",
+            "/hello",
+            (),
+            "GET /hello over cleartext HTTP/2 with prior knowledge: h2load, "
+            "many streams in flight per connection",
+            "h2c",
+            ("hypercorn", 2.5),
+        ),
+        Workload(
+            "tls",
+            "/hello",
+            (),
+            "GET /hello over HTTP/1.1 on TLS (https), keep-alive",
+            "tls",
+            ("uvicorn", 1.2),
+        ),
+        Workload(
             "ws-echo",
             WS_PATH,
             (),
@@ -187,16 +265,24 @@ WORKLOADS: dict[str, Workload] = {
 }
 
 
-def check_response(workload: Workload, port: int) -> str | None:
+def check_response(workload: Workload, port: int, tls: TlsFiles | None = None) -> str | None:
     """Make one request by hand and check the answer; None when it is right, else the problem."""
     if workload.websocket:
         try:
             return _check_websocket(port)
         except (OSError, ValueError) as exc:
             return f"WebSocket check failed: {exc!r}"
+    if workload.kind == "h2c":
+        try:
+            return _check_h2c(port, workload.path)
+        except (OSError, ValueError) as exc:
+            return f"HTTP/2 check failed: {exc!r}"
     try:
         if workload.name == "close":
             return _check_close(port)
+        if workload.kind == "tls":
+            assert tls is not None
+            return _check_tls(port, workload.path, tls)
         conn = http.client.HTTPConnection(HOST, port, timeout=10)
         try:
             if workload.name == "post":
@@ -233,6 +319,122 @@ def _check_close(port: int) -> str | None:
         return f"unexpected response start {data[:40]!r}"
     if not data.endswith(HELLO):
         return "response does not end with the body"
+    return None
+
+
+def _check_tls(port: int, path: str, tls: TlsFiles) -> str | None:
+    """GET over TLS as wrk does it: no ALPN offered, so the server must answer in HTTP/1.1. The
+    certificate must be the one made for the run (it is verified against its CA)."""
+    context = ssl.create_default_context(cafile=str(tls.cafile))
+    with (
+        socket.create_connection((HOST, port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=HOST) as sock,
+    ):
+        if sock.selected_alpn_protocol() is not None:
+            return f"ALPN {sock.selected_alpn_protocol()!r} chosen though none was offered"
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode())
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        body = resp.read()
+    if resp.version != 11 or resp.status != 200:
+        return f"answered HTTP/{resp.version / 10:.1f} {resp.status}, not HTTP/1.1 200"
+    if body != HELLO:
+        return f"wrong body: {len(body)} bytes, expected {len(HELLO)}"
+    return None
+
+
+# A minimal HTTP/2 client (RFC 9113, HPACK of RFC 7541), enough for the h2c check by hand: the
+# prior-knowledge preface, one GET, the response's status and body.
+
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_H2_DATA, _H2_HEADERS, _H2_RST_STREAM, _H2_SETTINGS, _H2_GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x7
+_H2_END_STREAM, _H2_ACK, _H2_END_HEADERS, _H2_PADDED, _H2_PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
+# :status values of HPACK's static table (RFC 7541 appendix A), by index.
+_HPACK_STATUS = {8: 200, 9: 204, 10: 206, 11: 304, 12: 400, 13: 404, 14: 500}
+
+
+def _h2_frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return struct.pack("!I", len(payload))[1:] + struct.pack("!BBI", kind, flags, stream) + payload
+
+
+def _hpack_literal(index: int, value: str) -> bytes:
+    """A literal header field without indexing, its name from the static table (index < 15)."""
+    data = value.encode()
+    assert index < 15 and len(data) < 127
+    return bytes([index, len(data)]) + data
+
+
+def _hpack_status(block: bytes) -> int | None:
+    """The :status of a response header block: the first field, once any dynamic table size
+    updates are skipped. Servers send it indexed from the static table, or as a literal with a
+    plain (not Huffman-coded) value; anything else gives None."""
+    i = 0
+    while i < len(block) and block[i] & 0xE0 == 0x20:
+        i += 1  # dynamic table size update (sizes under 31 only; servers send none)
+    if i >= len(block):
+        return None
+    first = block[i]
+    if first & 0x80:
+        return _HPACK_STATUS.get(first & 0x7F)
+    name = first & (0x3F if first & 0x40 else 0x0F)
+    if name != 8 or i + 1 >= len(block) or block[i + 1] & 0x80:
+        return None
+    size = block[i + 1]
+    value = block[i + 2 : i + 2 + size]
+    return int(value) if value.isdigit() else None
+
+
+def _check_h2c(port: int, path: str) -> str | None:
+    request = (
+        b"\x82\x86"  # :method GET, :scheme http (static table 2 and 6)
+        + _hpack_literal(4, path)  # :path
+        + _hpack_literal(1, f"{HOST}:{port}")  # :authority
+    )
+    with socket.create_connection((HOST, port), timeout=10) as sock:
+        sock.sendall(
+            _H2_PREFACE
+            + _h2_frame(_H2_SETTINGS, 0, 0)
+            + _h2_frame(_H2_HEADERS, _H2_END_STREAM | _H2_END_HEADERS, 1, request)
+        )
+        reader = sock.makefile("rb")
+        status: int | None = None
+        body = b""
+        first = True
+        while True:
+            head = _read_exact(reader, 9)
+            length = int.from_bytes(head[:3], "big")
+            kind, flags = head[3], head[4]
+            if first and (kind != _H2_SETTINGS or flags & _H2_ACK):
+                return f"no HTTP/2 server preface: the server sent {head!r} first"
+            first = False
+            stream = int.from_bytes(head[5:], "big") & 0x7FFFFFFF
+            payload = _read_exact(reader, length)
+            if kind == _H2_SETTINGS and not flags & _H2_ACK:
+                sock.sendall(_h2_frame(_H2_SETTINGS, _H2_ACK, 0))
+            elif kind == _H2_GOAWAY:
+                return f"GOAWAY (error code {int.from_bytes(payload[4:8], 'big')})"
+            elif kind == _H2_RST_STREAM and stream == 1:
+                return f"RST_STREAM (error code {int.from_bytes(payload[:4], 'big')})"
+            elif kind in (_H2_HEADERS, _H2_DATA) and stream == 1:
+                if flags & _H2_PADDED:
+                    payload = payload[1 : len(payload) - payload[0]]
+                if kind == _H2_DATA:
+                    body += payload
+                elif status is None:
+                    if not flags & _H2_END_HEADERS:
+                        return "response headers in CONTINUATION frames (not handled)"
+                    if flags & _H2_PRIORITY:
+                        payload = payload[5:]
+                    status = _hpack_status(payload)
+                    if status is None:
+                        return f"could not read :status from {payload[:16].hex()}"
+                if flags & _H2_END_STREAM:
+                    break
+        sock.sendall(_h2_frame(_H2_GOAWAY, 0, 0, struct.pack("!II", 1, 0)))
+    if status != 200:
+        return f"status {status}"
+    if body != HELLO:
+        return f"wrong body: {len(body)} bytes, expected {len(HELLO)}"
     return None
 
 
@@ -331,6 +533,8 @@ def _ws_read_message(reader: Any) -> tuple[int, bytes]:
 
 @dataclasses.dataclass
 class WrkResult:
+    """wrk's summary, or h2load's for the h2c workload."""
+
     requests_per_sec: float = 0.0
     requests: int = 0
     latency_avg_ms: float = 0.0
@@ -339,6 +543,7 @@ class WrkResult:
     latency_p99_ms: float = 0.0
     socket_errors: dict[str, int] = dataclasses.field(default_factory=dict)
     non_2xx: int = 0
+    protocol: str = ""  # h2load: the application protocol it spoke
     parse_error: str = ""
 
     @property
@@ -394,12 +599,80 @@ def wrk_command(
     argv = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s"]
     if latency:
         argv.append("--latency")
-    return [*argv, *workload.wrk_args, f"http://{HOST}:{port}{workload.path}"]
+    scheme = "https" if workload.kind == "tls" else "http"
+    return [*argv, *workload.wrk_args, f"{scheme}://{HOST}:{port}{workload.path}"]
 
 
 def run_wrk(argv: Sequence[str], duration: int) -> tuple[int, str]:
+    """Run wrk or h2load; their exit status and output (stdout + stderr)."""
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
     return proc.returncode, proc.stdout + proc.stderr
+
+
+# --- h2load (the h2c workload) --------------------------------------------------------------
+
+
+def h2load_command(
+    workload: Workload, port: int, duration: int, args: argparse.Namespace, log: Path | None
+) -> list[str]:
+    """h2load on one thread; an http:// URL makes it speak HTTP/2 with prior knowledge (h2c).
+    With log, it writes one line per request (start, status, time taken), for the percentiles."""
+    argv = [
+        *("taskset", "-c", CLIENT_CPU, "h2load", "-t1"),
+        *(f"-c{args.h2_connections}", f"-m{args.h2_streams}", "-D", str(duration)),
+    ]
+    if log is not None:
+        argv.append(f"--log-file={log}")
+    return [*argv, f"http://{HOST}:{port}{workload.path}"]
+
+
+def parse_h2load(output: str, log: Path | None = None) -> WrkResult:
+    """Pick h2load's summary apart (nghttp2 1.x), and take the latency percentiles from its
+    per-request log when there is one. h2load's "failed" holds "errored" (network and stream
+    errors), which holds "timeout"; the rest of "failed" are responses other than 2xx or 3xx."""
+    result = WrkResult()
+    finished = re.search(r"^finished in [\d.]+\w*s, ([\d.]+) req/s", output, re.M)
+    counts = re.search(
+        r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+        r"(\d+) errored, (\d+) timeout",
+        output,
+        re.M,
+    )
+    if not finished or not counts:
+        result.parse_error = "no summary in h2load output"
+        return result
+    done, failed, errored, timeout = (int(counts.group(i)) for i in (3, 5, 6, 7))
+    result.requests = done
+    result.socket_errors = {"errored": errored - timeout, "timeout": timeout}
+    result.non_2xx = failed - errored
+    if m := re.search(r"^Application protocol: (\S+)", output, re.M):
+        result.protocol = m.group(1)
+    if result.protocol != "h2c":
+        result.parse_error = f"h2load did not speak h2c (protocol {result.protocol or 'none'})"
+        return result
+    if not done:
+        # A server that does not speak HTTP/2 ignores the preface: nothing completes, and h2load
+        # counts no error either.
+        result.parse_error = "h2load completed no request"
+        return result
+    result.requests_per_sec = float(finished.group(1))
+    if m := re.search(
+        rf"^time for request:\s+{_DURATION}\s+{_DURATION}\s+{_DURATION}", output, re.M
+    ):
+        result.latency_max_ms = _ms(m.group(3), m.group(4))
+        result.latency_avg_ms = _ms(m.group(5), m.group(6))
+    times: list[int] = []
+    if log is not None:
+        with contextlib.suppress(OSError), log.open() as lines:
+            for line in lines:
+                fields = line.split()
+                if len(fields) == 3 and fields[2].isdigit():
+                    times.append(int(fields[2]))  # microseconds
+    if times:
+        times.sort()
+        result.latency_p50_ms = times[(len(times) - 1) // 2] / 1000
+        result.latency_p99_ms = times[(len(times) * 99 + 99) // 100 - 1] / 1000  # nearest rank
+    return result
 
 
 # --- the WebSocket client (bench/ws/client.mjs, Node + the ws package) ----------------------
@@ -607,6 +880,60 @@ def raise_fd_limit(needed: int) -> str | None:
     return None
 
 
+# --- the tls workload's certificate ---------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsFiles:
+    """The certificate and key every server gets for the tls workload, made once per benchmark."""
+
+    certfile: Path  # the server's certificate (PEM)
+    keyfile: Path  # its private key, PEM in PKCS#8 (granian takes no other form)
+    cafile: Path  # what the response check verifies the certificate against
+    how: str  # for the report
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    """An EC P-256 certificate for 127.0.0.1 and localhost: issued by a throwaway CA with trustme
+    when the driver's Python can import it (run.sh installs it), else self-signed by
+    `openssl req -x509`."""
+    certfile, keyfile = directory / "cert.pem", directory / "key.pem"
+    try:  # not the standard library: optional, see the docstring
+        import trustme
+        from cryptography.hazmat.primitives import serialization  # a dependency of trustme
+    except ImportError:
+        pass
+    else:
+        ca = trustme.CA()
+        leaf = ca.issue_cert(HOST, "localhost")
+        leaf.cert_chain_pems[0].write_to_path(str(certfile))
+        key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
+        keyfile.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        cafile = directory / "ca.pem"
+        ca.cert_pem.write_to_path(str(cafile))
+        version = importlib.metadata.version("trustme")
+        return TlsFiles(
+            certfile, keyfile, cafile, f"EC P-256, issued by a throwaway CA (trustme {version})"
+        )
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec"),
+            *("-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"),
+            *("-keyout", str(keyfile), "-out", str(certfile), "-subj", f"/CN={HOST}"),
+            *("-addext", f"subjectAltName=IP:{HOST},DNS:localhost"),
+        ],
+        capture_output=True,
+        check=True,
+    )
+    return TlsFiles(certfile, keyfile, certfile, "EC P-256, self-signed (openssl req -x509)")
+
+
 # --- server processes ----------------------------------------------------------------------
 
 
@@ -786,6 +1113,10 @@ class Paths:
     # A copy of src/ (holding laurelin/) put first on laurelin's PYTHONPATH, or None to run the
     # editable install straight from the working tree.
     laurelin_snapshot: Path | None
+    # A temporary directory for this benchmark (the certificate, h2load's logs), deleted at the end.
+    tmp: Path
+    # The tls workload's certificate and key (in tmp), or None when it is not run.
+    tls: TlsFiles | None = None
 
 
 def snapshot_laurelin(dest: Path) -> str:
@@ -862,7 +1193,8 @@ class Run:
     def error_summary(self) -> str:
         """The client's error counts, or "" when there were none."""
         if self.wrk.error_count:
-            return f"wrk errors: {_wrk_errors(self.wrk)} (of {self.wrk.requests} requests)"
+            client = "h2load" if self.kind == "h2c" else "wrk"
+            return f"{client} errors: {_wrk_errors(self.wrk)} (of {self.wrk.requests} requests)"
         if self.ws.error_count:
             return f"WebSocket client errors: {_ws_errors(self.ws)}"
         return ""
@@ -898,7 +1230,8 @@ def run_one(
 ) -> Run:
     port = free_port()
     bin_dir = paths.venvs / server.name / "bin"
-    argv = ["taskset", "-c", SERVER_CPU, *server.argv(bin_dir, str(port), workload.websocket)]
+    server_argv = server.argv(bin_dir, str(port), workload.kind, paths.tls)
+    argv = ["taskset", "-c", SERVER_CPU, *server_argv]
     logs = RESULTS_DIR / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{server.name}-{workload.name}-r{rnd}.log"
@@ -920,7 +1253,7 @@ def run_one(
             start_new_session=True,
         )
         try:
-            _drive(proc, port, workload, args, run, client_log)
+            _drive(proc, port, workload, args, run, client_log, paths)
         finally:
             stop(proc)
     run.exit_status = proc.returncode
@@ -935,14 +1268,17 @@ def _drive(
     args: argparse.Namespace,
     run: Run,
     client_log: Path,
+    paths: Paths,
 ) -> None:
     if not wait_for_port(port, proc):
         run.problems.append(f"server did not accept on port {port} (exit {proc.poll()})")
         return
-    if problem := check_response(workload, port):
+    if problem := check_response(workload, port, paths.tls):
         run.problems.append(f"response check: {problem}")
     if workload.websocket:
         _drive_ws(proc, port, workload, args, run, client_log)
+    elif workload.kind == "h2c":
+        _drive_h2load(proc, port, workload, args, run, paths.tmp)
     else:
         _drive_wrk(proc, port, workload, args, run)
     if proc.poll() is not None:
@@ -976,6 +1312,39 @@ def _drive_wrk(
     run.wrk = parse_wrk(output)
     if code != 0:
         run.problems.append(f"wrk exited {code}")
+    if run.wrk.parse_error:
+        run.problems.append(run.wrk.parse_error + ": " + output.strip()[-300:])
+
+
+def _drive_h2load(
+    proc: subprocess.Popen[bytes],
+    port: int,
+    workload: Workload,
+    args: argparse.Namespace,
+    run: Run,
+    tmp: Path,
+) -> None:
+    """As _drive_wrk, with h2load; its per-request log goes to a temporary file, read for the
+    latency percentiles and deleted."""
+    if args.warmup > 0:
+        warm = parse_h2load(
+            run_wrk(h2load_command(workload, port, args.warmup, args, None), args.warmup)[1]
+        )
+        if warm.error_count or warm.parse_error:
+            run.problems.append(f"warm-up: {_wrk_errors(warm) or warm.parse_error}")
+    log = tmp / f"h2load-{run.server}-{run.workload}-r{run.round}.log"
+    pids = process_tree(proc.pid)
+    before = CpuSnapshot.take(pids)
+    try:
+        code, output = run_wrk(
+            h2load_command(workload, port, args.duration, args, log), args.duration
+        )
+        run.cpu = CpuSnapshot.take(pids).since(before)
+        run.wrk = parse_h2load(output, log)
+    finally:
+        log.unlink(missing_ok=True)
+    if code != 0:
+        run.problems.append(f"h2load exited {code}")
     if run.wrk.parse_error:
         run.problems.append(run.wrk.parse_error + ": " + output.strip()[-300:])
 
@@ -1078,6 +1447,12 @@ def _wrk_version() -> str:
     return f"wrk {m.group(1)}" if m else "wrk (unknown version)"
 
 
+def _h2load_version() -> str:
+    proc = subprocess.run(["h2load", "--version"], capture_output=True, text=True, check=False)
+    m = re.search(r"nghttp2/(\S+)", proc.stdout + proc.stderr)
+    return f"h2load nghttp2 {m.group(1)}" if m else "h2load (unknown version)"
+
+
 def _ws_client_version() -> str:
     node = subprocess.run(["node", "--version"], capture_output=True, text=True, check=False)
     try:
@@ -1094,6 +1469,25 @@ def _fmt_rps(value: float) -> str:
 
 def _fmt_ms(value: float) -> str:
     return f"{value:.2f}" if value < 100 else f"{value:.0f}"
+
+
+def _target_line(
+    workload: Workload, cells: dict[tuple[str, str], Cell], names: Sequence[str]
+) -> str:
+    """The workload's target ratio, in bold, and whether this run meets it; "" without one."""
+    if workload.target is None or "laurelin" not in names:
+        return ""
+    other, wanted = workload.target
+    ours, theirs = cells.get(("laurelin", workload.name)), cells.get((other, workload.name))
+    head = f"**{workload.name} target: laurelin / {other} >= {wanted:g}x"
+    if other not in names:
+        return head + f": not measured ({other} not run).**"
+    if not ours or not theirs or not ours.rps or not theirs.rps:
+        return head + ": not measured (no rate).**"
+    ratio = ours.rps / theirs.rps
+    verdict = "met" if ratio >= wanted else "not met"
+    flag = " (from flagged runs: see Errors)" if ours.flagged or theirs.flagged else ""
+    return head + f": {ratio:.2f}x, {verdict}.**{flag}"
 
 
 def _ratio(ours: float | None, theirs: float | None, other: str) -> str:
@@ -1185,34 +1579,55 @@ def render(
     names = [s.name for s in servers]
     others = [n for n in names if n != "laurelin"] if "laurelin" in names else []
     http = [w for w in workloads if w.kind == "http"]
+    tls = [w for w in workloads if w.kind == "tls"]
+    h2c = [w for w in workloads if w.kind == "h2c"]
+    wrk = http + tls
+    requests = wrk + h2c  # measured in requests/s
     echo = [w for w in workloads if w.kind == "ws-echo"]
     rated = [w for w in workloads if w.rated]
     idle = [w for w in workloads if w.kind == "ws-idle"]
     websocket = bool(echo or idle)
     client = " or ".join(
-        name for name, used in (("wrk", http), ("the WebSocket client", websocket)) if used
+        name
+        for name, used in (("wrk", wrk), ("h2load", h2c), ("the WebSocket client", websocket))
+        if used
     )
-    rate_name = "Requests/sec" if http else "Messages/s"
+    rate_name = "Requests/sec" if requests else "Messages/s"
     lines: list[str] = []
     add = lines.append
 
     def rate_table(title: str, rows: Sequence[Workload]) -> None:
+        """Rates by server, then laurelin's ratios; only the servers that ran these rows."""
+        shown = [s.name for s in servers if any(s.runs(w) for w in rows)]
+        versus = [n for n in others if n in shown]
         add(f"### {title} (median of {args.rounds})")
         add("")
-        header = ["workload", *names, *(f"laurelin vs {o}" for o in others)]
+        header = ["workload", *shown, *(f"laurelin vs {o}" for o in versus)]
         add("| " + " | ".join(header) + " |")
         add("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
         for w in rows:
             row = [w.name]
-            for n in names:
+            for n in shown:
                 c = cells.get((n, w.name))
                 row.append("-" if c is None else _fmt_rps(c.rps) + (" (!)" if c.flagged else ""))
             ours = cells.get(("laurelin", w.name))
-            for o in others:
+            for o in versus:
                 theirs = cells.get((o, w.name))
                 row.append(_ratio(ours.rps if ours else None, theirs.rps if theirs else None, o))
             add("| " + " | ".join(row) + " |")
         add("")
+        for w in rows:
+            if line := _target_line(w, cells, names):
+                add(line)
+                add("")
+        skipped = [s.name for s in servers if not all(s.runs(w) for w in rows)]
+        if skipped:
+            add(
+                f"Not run: {' and '.join(skipped)}, which "
+                + ("does" if len(skipped) == 1 else "do")
+                + " not speak cleartext HTTP/2 with prior knowledge (h2c)."
+            )
+            add("")
 
     def server_table(title: str, rows: Sequence[Workload], value: Any) -> None:
         add(f"### {title}")
@@ -1238,10 +1653,23 @@ def render(
         f"Method: server on `taskset -c {SERVER_CPU}` (one worker); "
         f"{args.rounds} round(s), median shown"
     ]
-    if http:
+    if wrk:
         method.append(
             f"HTTP: `taskset -c {CLIENT_CPU} wrk -t1 -c{args.connections} -d{args.duration}s "
             f"--latency` after a {args.warmup} s warm-up ({meta['wrk']})"
+        )
+    if tls:
+        method.append(
+            f"tls: the same wrk command on `https://{HOST}:PORT/hello`, certificate "
+            f"{meta['tls']}; wrk offers no ALPN, so every server speaks HTTP/1.1 (the response "
+            "check offers none either and requires an HTTP/1.1 answer)"
+        )
+    if h2c:
+        method.append(
+            f"h2c: `taskset -c {CLIENT_CPU} h2load -t1 -c{args.h2_connections} "
+            f"-m{args.h2_streams} -D {args.duration} http://{HOST}:PORT/hello` (HTTP/2 with "
+            f"prior knowledge) after a {args.warmup} s warm-up ({meta['h2load']}); latency "
+            "percentiles from its per-request log (--log-file)"
         )
     if websocket:
         method.append(
@@ -1263,10 +1691,15 @@ def render(
     add("")
     if http:
         rate_table("Requests/sec", http)
+    if h2c:
+        rate_table("HTTP/2 cleartext (h2c, h2load), requests/sec", h2c)
+    if tls:
+        rate_table("HTTP/1.1 over TLS (wrk, https), requests/sec", tls)
     if echo:
         rate_table("WebSocket echo, messages/s", echo)
     if any(c.flagged for c in cells.values()) or any(c.flagged for c in idle_cells.values()):
-        causes = ["socket errors", "non-2xx responses"] if http else []
+        causes = ["socket errors", "non-2xx responses"] if wrk else []
+        causes += ["h2load errors"] if h2c else []
         causes += ["WebSocket client errors"] if websocket else []
         add(
             f"(!) = at least one round had {', '.join(causes)}, a failed response check or a "
@@ -1275,7 +1708,7 @@ def render(
         add("")
     if args.rounds > 1 and rated:
         server_table(
-            ("Requests/sec (messages/s for ws-echo)" if http and echo else rate_name)
+            ("Requests/sec (messages/s for ws-echo)" if requests and echo else rate_name)
             + ", spread over rounds (lowest - highest)",
             rated,
             lambda c: f"{_fmt_rps(c.rps_low)} - {_fmt_rps(c.rps_high)}",
@@ -1283,6 +1716,7 @@ def render(
     if rated:
         server_table(
             "Latency, ms (median of rounds: average / 99th percentile"
+            + ("; h2c: per request, streams queue behind each other" if h2c else "")
             + ("; ws-echo: round trip)" if echo else ")"),
             rated,
             lambda c: (
@@ -1366,13 +1800,27 @@ def render(
         cmd = f"`{shlex.join(s.argv(Path(), 'PORT'))}`"
         if websocket and s.ws_args:
             cmd += f", plus `{shlex.join(s.ws_args)}` for the WebSocket workloads"
+        if h2c and s.h2c_args:
+            cmd += f"; h2c: plus `{shlex.join(s.h2c_args)}`"
+        elif h2c and s.h2c_args is not None:
+            cmd += "; h2c: the same command"
+        elif h2c:
+            cmd += "; h2c: not run (no cleartext HTTP/2)"
+        if tls and s.tls_command is not None:
+            cmd += f"; tls: `{shlex.join(s.argv(Path(), 'PORT', 'tls'))}`"
+        elif tls:
+            tls_args = (
+                w.replace("{certfile}", "CERT").replace("{keyfile}", "KEY") for w in s.tls_args
+            )
+            cmd += f"; tls: plus `{shlex.join(tls_args)}`"
         add(f"| {s.name} | {versions} | {cmd} |")
     add("")
     add("### Errors")
     add("")
     flagged = [r for r in runs if r.flagged]
     if not flagged:
-        clean = ["no socket errors", "no non-2xx responses"] if http else []
+        clean = ["no socket errors", "no non-2xx responses"] if wrk else []
+        clean += ["no h2load errors"] if h2c else []
         clean += ["no WebSocket client errors"] if websocket else []
         add(f"None: {', '.join(clean)}, every response check passed.")
     for r in flagged:
@@ -1488,7 +1936,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/run.sh",
         description="Benchmark laurelin against uvicorn, hypercorn, daphne and granian with wrk "
-        "(HTTP) and a Node WebSocket client (ws-echo, ws-idle). "
+        "(HTTP/1.1, plain and TLS), h2load (h2c: cleartext HTTP/2) and a Node WebSocket client "
+        "(ws-echo, ws-idle). "
         "run.sh also takes --python VERSION|PATH (default 3.12, or $BENCH_PYTHON) and "
         "--reinstall.",
     )
@@ -1509,6 +1958,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds (default 2)")
     parser.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
+    parser.add_argument(
+        "--h2-connections", type=int, default=16, help="h2c: h2load -c (default 16)"
+    )
+    parser.add_argument(
+        "--h2-streams",
+        type=int,
+        default=32,
+        help="h2c: h2load -m, streams in flight per connection (default 32)",
+    )
     parser.add_argument(
         "--ws-connections",
         type=int,
@@ -1551,6 +2009,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if min(args.rounds, args.duration, args.connections) < 1:
         parser.error("--rounds, --duration and --connections must be positive")
+    if min(args.h2_connections, args.h2_streams) < 1:
+        parser.error("--h2-connections and --h2-streams must be positive")
     if min(args.ws_connections, args.ws_idle_connections) < 1:
         parser.error("--ws-connections and --ws-idle-connections must be positive")
     if args.warmup < 0 or args.retries < 0 or args.quiet_wait < 0:
@@ -1575,6 +2035,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem := ws_client_ready() or raise_fd_limit(needed):
             print(f"bench: WebSocket workloads: {problem}", file=sys.stderr)
             return 2
+    if any(w.kind == "h2c" for w in workloads) and shutil.which("h2load") is None:
+        print("bench: h2c: h2load not found (apt-get install -y nghttp2-client)", file=sys.stderr)
+        return 2
     versions = {s.name: venv_info(venvs / s.name, s.packages) for s in servers}
     pythons = {v["python"] for v in versions.values()}
     if len(pythons) != 1:
@@ -1594,6 +2057,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if any(w.websocket for w in workloads):
         meta["ws_client"] = _ws_client_version()
+    if any(w.kind == "h2c" for w in workloads):
+        meta["h2load"] = _h2load_version()
     live = REPO_DIR / "src" / "laurelin"
     snapshot: Path | None = None
     if "laurelin" in args.servers and not args.no_snapshot:
@@ -1611,9 +2076,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         digest = source_digest(live)
         meta["laurelin_source"] = f"the working tree, live (editable install; sha256 {digest})"
+    tmp = Path(tempfile.mkdtemp(prefix="laurelin-bench-"))
     try:
-        runs = run_all(servers, workloads, args, Paths(venvs, snapshot))
+        tls: TlsFiles | None = None
+        if any(w.kind == "tls" for w in workloads):
+            try:
+                tls = make_tls_files(tmp)
+            except (OSError, subprocess.CalledProcessError) as exc:
+                print(f"bench: tls: could not make a certificate: {exc!r}", file=sys.stderr)
+                return 2
+            meta["tls"] = tls.how
+        runs = run_all(servers, workloads, args, Paths(venvs, snapshot, tmp, tls))
     finally:
+        shutil.rmtree(tmp, ignore_errors=True)
         if snapshot is not None:
             shutil.rmtree(snapshot, ignore_errors=True)
     if "laurelin" in args.servers and source_digest(live) != digest:
@@ -1636,14 +2111,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_all(
     servers: Sequence[Server], workloads: Sequence[Workload], args: argparse.Namespace, paths: Paths
 ) -> list[Run]:
-    """Rounds outermost, servers innermost: slow drift on the machine hits every server alike."""
-    total = args.rounds * len(servers) * len(workloads)
+    """Rounds outermost, servers innermost: slow drift on the machine hits every server alike.
+    A server that cannot take part in a workload (h2c without cleartext HTTP/2) is skipped."""
+    total = args.rounds * sum(s.runs(w) for s in servers for w in workloads)
     per_run = args.duration + args.warmup + 3  # + start-up, response check, quiet check
     print(f"bench: {total} runs, at least {total * per_run / 60:.0f} min", file=sys.stderr)
     runs: list[Run] = []
     for rnd in range(1, args.rounds + 1):
         for w in workloads:
             for s in servers:
+                if not s.runs(w):
+                    print(
+                        f"[{rnd}/{args.rounds}] {w.name:<7} {s.name:<9} skipped: "
+                        "no cleartext HTTP/2 (h2c)",
+                        file=sys.stderr,
+                    )
+                    continue
                 run = measure(s, w, rnd, args, paths)
                 runs.append(run)
                 flag = "  FLAGGED: " + "; ".join(run.problems) if run.flagged else ""

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/run.sh — entry point of the benchmark (`make bench`): builds one venv per server under
-# bench/.venvs/<python version>/ (reused when present), then hands over to bench/run.py, which
-# installs the WebSocket client's npm packages (bench/ws/node_modules, `npm ci`) when a ws
-# workload needs them and they are missing.
+# bench/.venvs/<python version>/ (reused when present), adds trustme to the laurelin venv (the
+# driver's Python; it makes the tls workload's certificate), then hands over to bench/run.py,
+# which installs the WebSocket client's npm packages (bench/ws/node_modules, `npm ci`) when a ws
+# workload needs them and they are missing. The h2c workload needs h2load (nghttp2-client).
 #
 # Usage: bench/run.sh [--python 3.12] [--reinstall] [run.py options...]
 #   --python VERSION|PATH  interpreter for every server venv (default: $BENCH_PYTHON or 3.12)
@@ -95,6 +96,13 @@ for server in laurelin uvicorn hypercorn daphne granian; do
     (cd "$REPO_DIR" && "$venv/bin/pip" install -q ${PACKAGES[$server]})
     touch "$stamp"
 done
+
+# bench/run.py runs on the laurelin venv's Python. trustme makes the tls workload's certificate
+# there (without it run.py falls back to `openssl req -x509`); laurelin itself does not use it.
+if ! "$VENVS/laurelin/bin/python" -c 'import trustme' 2>/dev/null; then
+    echo "run.sh: installing trustme into $VENVS/laurelin" >&2
+    "$VENVS/laurelin/bin/pip" install -q trustme
+fi
 
 command -v wrk >/dev/null || { echo "run.sh: wrk not found (apt-get install -y wrk)" >&2; exit 2; }
 command -v taskset >/dev/null || { echo "run.sh: taskset not found (util-linux)" >&2; exit 2; }
