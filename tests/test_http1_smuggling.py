@@ -98,6 +98,33 @@ class TestContentLength:
             assert client.request(build("GET", "/")).body == b"Hello, world!"
 
 
+class TestUpgradeBody:
+    """A request asking for an upgrade the server does not perform is served as HTTP/1.1, and its
+    body is its body: llhttp is told to skip upgrade bodies, and a server that then parsed them
+    as the next request would let a client smuggle one in."""
+
+    @pytest.mark.parametrize("upgrade", [b"foo/1", b"h2c"])
+    @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+    def test_upgrade_body_is_not_a_request(
+        self, server: ServerProcess, upgrade: bytes, chunked: bool
+    ) -> None:
+        inner = build("GET", "/sleep?id=SMUGGLED")
+        framing = (
+            b"Transfer-Encoding: chunked\r\n" if chunked else b"Content-Length: %d\r\n" % len(inner)
+        )
+        body = b"%x\r\n%b\r\n0\r\n\r\n" % (len(inner), inner) if chunked else inner
+        head = (
+            b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: " + upgrade + b"\r\n"
+            b"HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n" + framing
+        )
+        with RawClient(server.port) as client:
+            client.try_send(post(head, body) + build("GET", "/"))
+            response = client.read_response()
+            assert (response.status, response.body) == (200, inner)
+            assert client.read_response().body == b"Hello, world!"
+            assert b"SMUGGLED" not in client.receive_nothing()
+
+
 class TestTransferEncoding:
     """RFC 9112 6.1 and 6.3 (4): a request whose Transfer-Encoding does not end in chunked
     (or applies chunked twice) cannot be framed: 400 and close."""
