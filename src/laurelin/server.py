@@ -25,8 +25,8 @@ from laurelin.protocols.http1_encoding import (
     default_header_names,
     encode_default_headers,
 )
-from laurelin.protocols.http2 import quiet_hpack
 from laurelin.protocols.http2_limits import H2Limits
+from laurelin.protocols.http2_machine import quiet_hpack
 from laurelin.protocols.settings import ConnectionSettings
 from laurelin.protocols.ws_handshake import FramingSettings
 from laurelin.tls import ServerTLS

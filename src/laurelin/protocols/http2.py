@@ -19,10 +19,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-import hpack.hpack as hpack_module
-from h2.config import H2Configuration
 from h2.connection import ConnectionState
-from h2.connection import H2Connection as _H2Machine
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -47,8 +44,8 @@ from laurelin.asgi.scope import BadRequest, build_http_scope, websocket_scope
 from laurelin.asgi.websocket import WebSocketCycle
 from laurelin.logs import error_logger, log_access
 from laurelin.protocols.http2_headers import Malformed, RequestHead, parse_request
-from laurelin.protocols.http2_hpack import MemoDecoder, MemoEncoder
 from laurelin.protocols.http2_limits import CONNECTION_WINDOW, STREAM_WINDOW, Budget
+from laurelin.protocols.http2_machine import H2Machine
 from laurelin.protocols.http2_stream import (
     CONNECTION_HEADERS,
     STATUS,
@@ -75,64 +72,10 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # An h2c upgrade: the HTTP2-Settings value, and the request's method, path, query and headers.
 H2Upgrade = tuple[bytes, str, bytes, bytes, list[tuple[bytes, bytes]]]
 
-_CONFIG = H2Configuration(
-    client_side=False,
-    header_encoding=None,
-    # Response headers come validated and lower-cased from the bridge (asgi/http.py); the
-    # connection-specific ones are dropped in response_headers() below.
-    validate_outbound_headers=False,
-    normalize_outbound_headers=False,
-    # Request headers are checked by http2_headers.py, in one pass instead of h2's several.
-    validate_inbound_headers=False,
-    normalize_inbound_headers=False,
-)
 _METHODS = {
     m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")
 }
 _VERSION_HEADER = [(b"sec-websocket-version", b"13")]
-
-
-class _QuietLog:
-    """Stands in for hpack's module logger, see quiet_hpack()."""
-
-    @staticmethod
-    def debug(*args: object, **kwargs: object) -> None:
-        return None
-
-
-def quiet_hpack() -> None:
-    """hpack logs every header it encodes or decodes at DEBUG; the calls alone, with DEBUG
-    off, cost about a tenth of a request. Called once at server start."""
-    hpack_module.log = _QuietLog()  # type: ignore[assignment]
-
-
-class _Machine(_H2Machine):
-    """h2's connection state machine, with the concurrent-stream limit left to us: h2 ends the
-    whole connection when a client opens one stream too many, RFC 9113 5.1.2 asks for that
-    stream alone to be refused (REFUSED_STREAM), which HTTP2Connection does."""
-
-    _sweep_at = 64
-
-    @property
-    def open_inbound_streams(self) -> int:
-        # h2 forgets closed streams as it counts open ones, walking all of them for each new
-        # stream; once the table has doubled is often enough.
-        if len(self.streams) >= self._sweep_at:
-            self._open_streams(1)
-            self._sweep_at = max(64, 2 * len(self.streams))
-        return 0
-
-    def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Any], list[Any]]:
-        """A client's GOAWAY without an error (RFC 9113 6.8) limits only the streams a server
-        would open: the client's own requests in flight are still answered. h2 would close the
-        connection's state and drop what is queued; instead only the event is passed on."""
-        if frame.error_code != ErrorCodes.NO_ERROR:
-            return super()._receive_goaway_frame(frame)
-        event = ConnectionTerminated()
-        event.error_code = ErrorCodes.NO_ERROR
-        event.last_stream_id = frame.last_stream_id
-        event.additional_data = frame.additional_data or None
-        return [], [event]
 
 
 class HTTP2Connection(asyncio.Protocol):
@@ -168,9 +111,7 @@ class HTTP2Connection(asyncio.Protocol):
         self.limits = settings.h2
         self.loop = settings.ctx.loop
         self.peer = peer
-        self._h2 = h2 = _Machine(config=_CONFIG)
-        h2.encoder = MemoEncoder()
-        h2.decoder = MemoDecoder(settings.h2.max_header_list_size)
+        self._h2 = H2Machine(settings.h2.max_header_list_size)
         self._streams: dict[int, H2Stream] = {}
         self._ready: deque[H2Stream] = deque()  # streams with output to send, in turn
         self._blocked: set[H2Stream] = set()  # streams waiting for their own window
@@ -575,7 +516,7 @@ class HTTP2Connection(asyncio.Protocol):
             if stream.head is not None:
                 head, stream.head = stream.head, None
                 end = stream.end_queued and not stream.out and stream.trailers is None
-                h2.send_headers(stream_id, head, end_stream=end)
+                h2.send_headers_fast(stream_id, head, end)
                 if end:
                     ready.popleft()
                     self._ended(stream)
@@ -600,7 +541,7 @@ class HTTP2Connection(asyncio.Protocol):
                 stream.out_size -= len(piece)
                 stream.last_progress = now
                 end = stream.end_queued and not out and stream.trailers is None
-                h2.send_data(stream_id, piece, end_stream=end)
+                h2.send_data_fast(stream_id, piece, end)
                 if stream.write_paused and stream.out_size <= STREAM_HIGH_WATER:
                     stream.wake_writers()
                 ready.popleft()
