@@ -178,10 +178,16 @@ class HTTP2Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        h2 = self._h2
         try:
-            events: list[Any] = self._h2.receive_data(data)
+            events: list[Any] = h2.receive_data(data)
         except ProtocolError as exc:
             self._protocol_error(exc)
+            return
+        if h2.oversized_frame_pending():
+            # Not buffered up to its announced length first (RFC 9113 4.2).
+            self._goaway(ErrorCodes.FRAME_SIZE_ERROR)
+            self._close()
             return
         self._in_receive = True
         try:
@@ -622,14 +628,13 @@ class HTTP2Connection(asyncio.Protocol):
         """Reset `stream` from our side (the app failed mid-response, or a WebSocket abort)."""
         if stream.closed:
             return
-        stream.closed = True
         if stream.out:
             # What the app did send goes out first, then the reset.
             stream.end_queued = False
             self._pump_one(stream)
         with contextlib.suppress(ProtocolError):
             self._h2.reset_stream(stream.stream_id, code)
-        stream.lost()
+        stream.lost()  # closes it, and tells its app
         self._blocked.discard(stream)
         self._maybe_done(stream)
         self._schedule_flush()

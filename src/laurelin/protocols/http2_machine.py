@@ -5,6 +5,9 @@
 # - the concurrent-stream limit is left to protocols/http2.py, which refuses the one stream
 #   too many (REFUSED_STREAM, RFC 9113 5.1.2) where h2 would end the whole connection;
 # - a client's GOAWAY(NO_ERROR) does not stop the answers to its requests in flight (6.8);
+# - the client's first frame must be SETTINGS (3.4), and a frame longer than our
+#   SETTINGS_MAX_FRAME_SIZE is known as such from its header (4.2), not once all of it has been
+#   buffered;
 # - HPACK coding remembers blocks it has coded (protocols/http2_hpack.py), and hpack's
 #   per-field DEBUG calls are silenced;
 # - `send_headers_fast` / `send_data_fast` frame a response's HEADERS and DATA with the same
@@ -23,7 +26,7 @@ from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated
 from h2.exceptions import ProtocolError
 from h2.stream import StreamInputs
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
 
 from laurelin.protocols.http2_hpack import MemoDecoder, MemoEncoder
 
@@ -67,6 +70,21 @@ class H2Machine(H2Connection):
         self.encoder = MemoEncoder()
         self.decoder = MemoDecoder(max_header_list_size)
         self._sweep_at = 64
+        self._settings_seen = False
+
+    def _receive_frame(self, frame: Frame) -> Any:
+        if not self._settings_seen:
+            if not isinstance(frame, SettingsFrame) or "ACK" in frame.flags:
+                raise ProtocolError("the client's first frame is not SETTINGS (RFC 9113 3.4)")
+            self._settings_seen = True
+        return super()._receive_frame(frame)
+
+    def oversized_frame_pending(self) -> bool:
+        """Whether the partly received frame is longer than SETTINGS_MAX_FRAME_SIZE allows."""
+        pending = self.incoming_buffer._data
+        return (
+            len(pending) >= 3 and int.from_bytes(pending[:3], "big") > self.max_inbound_frame_size
+        )
 
     @property
     def open_inbound_streams(self) -> int:

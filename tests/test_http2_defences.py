@@ -1,0 +1,1158 @@
+# The limits and attack defences of the HTTP/2 server (RFC 9113), end to end over loopback:
+# the SETTINGS it announces; REFUSED_STREAM past --h2-max-concurrent-streams (also before the
+# client ACKs our SETTINGS, and counting reset streams whose app still runs); HPACK bombs and
+# oversized header lists (--limit-request-head-size) and too many header fields
+# (--limit-request-headers); CONTINUATION floods (CVE-2024-27316 and kin); rapid reset
+# (CVE-2023-44487, --h2-max-reset-streams); PING, SETTINGS, PRIORITY, empty-DATA and
+# unknown-frame floods (CVE-2019-9512/9515/9518, --h2-max-control-frames) and a client that
+# floods PINGs without reading the ACKs; a client that never opens its window
+# (--h2-flow-control-timeout: CANCEL, the app hears http.disconnect, the slot is freed); idle
+# and silent connections (--timeout-keep-alive: GOAWAY NO_ERROR); connection errors (GOAWAY
+# PROTOCOL_ERROR or FRAME_SIZE_ERROR, never a crash, oversized frames refused from their
+# header), bad prefaces, malformed requests (a stream error, or 405, 501, 400 on their
+# stream); and many misbehaving connections at once beside a good client.
+# After each attack the server must still serve a fresh connection, with its memory bounded
+# where an attack aims at memory. Frames are built with hyperframe (or by hand where hyperframe
+# refuses to build them), sent by `RawH2`, which reads whatever comes back frame by frame.
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import hpack
+import pytest
+from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
+
+from conftest import ServerProcess
+from h2client import H2Client
+from rawhttp import events, progress, release, serve
+
+APP = "h2_attack_app:app"
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+# RFC 9113 7: error codes.
+NO_ERROR = ErrorCodes.NO_ERROR
+PROTOCOL_ERROR = ErrorCodes.PROTOCOL_ERROR
+FRAME_SIZE_ERROR = ErrorCodes.FRAME_SIZE_ERROR
+REFUSED_STREAM = ErrorCodes.REFUSED_STREAM
+CANCEL = ErrorCodes.CANCEL
+COMPRESSION_ERROR = ErrorCodes.COMPRESSION_ERROR
+ENHANCE_YOUR_CALM = ErrorCodes.ENHANCE_YOUR_CALM
+# Frame types and flags, for frames built by hand.
+DATA, HEADERS, CONTINUATION = 0x0, 0x1, 0x9
+END_STREAM, END_HEADERS = 0x1, 0x4
+
+MIB = 1 << 20
+# How much the server's resident memory may grow during an attack aimed at its memory.
+RSS_GROWTH_LIMIT_KIB = 16 * 1024
+
+
+def name(code: int | None) -> str:
+    """An error code's name, for messages."""
+    if code is None:
+        return "none"
+    try:
+        return ErrorCodes(code).name
+    except ValueError:
+        return hex(code)
+
+
+def raw_frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    """A frame as bytes, whatever its fields (hyperframe refuses e.g. DATA on stream 0)."""
+    return (
+        struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", kind, flags, stream_id) + payload
+    )
+
+
+@dataclass
+class RawStream:
+    """What came back on one stream of a `RawH2` connection."""
+
+    stream_id: int
+    status: int | None = None
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+    ended: bool = False
+    reset: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.ended or self.reset is not None
+
+
+class RawH2:
+    """One HTTP/2 connection to 127.0.0.1:`port` that sends exactly the bytes a test gives it
+    and reads every frame the server sends (HEADERS decoded with hpack, SETTINGS acked unless
+    `ack_settings` is off, DATA credited back at once). Every wait has a deadline."""
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        settings: dict[int, int] | None = None,
+        preface: bool = True,
+        ack_settings: bool = True,
+        rcvbuf: int | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect(("127.0.0.1", port))
+        self.timeout = timeout
+        self.ack_settings = ack_settings
+        self.encoder = hpack.Encoder()
+        self.decoder = hpack.Decoder()
+        self.frames: deque[Frame] = deque(maxlen=200)  # the last frames received
+        self.frame_count = 0
+        self.streams: dict[int, RawStream] = {}
+        self.server_settings: dict[int, int] = {}
+        self.settings_seen = False
+        self.settings_acked = False
+        self.ping_acks = 0
+        self.last_ping_ack = b""
+        self.goaway: GoAwayFrame | None = None
+        self.closed = False
+        self.raw_received = bytearray()  # everything received, for diagnostics
+        self._buffer = bytearray()
+        self._block: tuple[int, bytearray, bool] | None = None  # header block being continued
+        if preface:
+            self.send(PREFACE + SettingsFrame(0, settings or {}).serialize())
+
+    def __enter__(self) -> RawH2:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def send(self, data: bytes) -> bool:
+        """Send `data`; False if the server has closed the connection already."""
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            return False
+        return True
+
+    def block(self, fields: list[tuple[bytes, bytes]]) -> bytes:
+        return self.encoder.encode(fields)
+
+    def headers(
+        self,
+        stream_id: int,
+        fields: list[tuple[bytes, bytes]],
+        end_stream: bool = True,
+        end_headers: bool = True,
+    ) -> bytes:
+        """A HEADERS frame opening `stream_id` with `fields` (encoded now: call in send order)."""
+        self.streams.setdefault(stream_id, RawStream(stream_id))
+        frame = HeadersFrame(stream_id, self.block(fields))
+        if end_stream:
+            frame.flags.add("END_STREAM")
+        if end_headers:
+            frame.flags.add("END_HEADERS")
+        return frame.serialize()
+
+    def request(
+        self,
+        stream_id: int,
+        path: str = "/",
+        method: str = "GET",
+        extra: list[tuple[bytes, bytes]] | None = None,
+        end_stream: bool = True,
+    ) -> bytes:
+        """A well-formed request's HEADERS frame."""
+        return self.headers(stream_id, request_fields(path, method, extra), end_stream)
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    def read_once(self, deadline: float) -> None:
+        if self.closed:
+            raise ConnectionError("connection closed")
+        self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            data = self.sock.recv(1 << 20)
+        except TimeoutError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.closed = True
+            return
+        self.raw_received += data
+        self._buffer += data
+        while len(self._buffer) >= 9:
+            frame, length = Frame.parse_frame_header(memoryview(bytes(self._buffer[:9])))
+            if len(self._buffer) < 9 + length:
+                break
+            frame.parse_body(memoryview(bytes(self._buffer[9 : 9 + length])))
+            del self._buffer[: 9 + length]
+            self._dispatch(frame)
+
+    def _stream(self, stream_id: int) -> RawStream:
+        return self.streams.setdefault(stream_id, RawStream(stream_id))
+
+    def _dispatch(self, frame: Frame) -> None:
+        self.frames.append(frame)
+        self.frame_count += 1
+        flags = frame.flags
+        if isinstance(frame, SettingsFrame):
+            if "ACK" in flags:
+                self.settings_acked = True
+            else:
+                self.server_settings.update(frame.settings)
+                self.settings_seen = True
+                if self.ack_settings:
+                    self.send(SettingsFrame(0, flags=["ACK"]).serialize())
+        elif isinstance(frame, HeadersFrame):
+            self._block = (frame.stream_id, bytearray(frame.data), "END_STREAM" in flags)
+            if "END_HEADERS" in flags:
+                self._end_block()
+        elif isinstance(frame, ContinuationFrame) and self._block is not None:
+            self._block[1].extend(frame.data)
+            if "END_HEADERS" in flags:
+                self._end_block()
+        elif isinstance(frame, DataFrame):
+            stream = self._stream(frame.stream_id)
+            stream.body += frame.data
+            if "END_STREAM" in flags:
+                stream.ended = True
+            size = frame.flow_controlled_length
+            if size:
+                self.send(
+                    WindowUpdateFrame(0, window_increment=size).serialize()
+                    + WindowUpdateFrame(frame.stream_id, window_increment=size).serialize()
+                )
+        elif isinstance(frame, RstStreamFrame):
+            self._stream(frame.stream_id).reset = frame.error_code
+        elif isinstance(frame, GoAwayFrame):
+            self.goaway = frame
+        elif isinstance(frame, PingFrame) and "ACK" in flags:
+            self.ping_acks += 1
+            self.last_ping_ack = frame.opaque_data
+
+    def _end_block(self) -> None:
+        assert self._block is not None
+        stream_id, data, end_stream = self._block
+        self._block = None
+        fields = [(bytes(n), bytes(v)) for n, v in self.decoder.decode(bytes(data), raw=True)]
+        stream = self._stream(stream_id)
+        status = dict(fields).get(b":status")
+        if stream.status is None and status is not None and not status.startswith(b"1"):
+            stream.status = int(status)
+            stream.headers = fields
+        if end_stream:
+            stream.ended = True
+
+    def pump(self, condition: Callable[[], bool], what: str, timeout: float | None = None) -> None:
+        """Read until `condition()` holds; fail at the deadline or when the server closes."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while not condition():
+            if self.closed:
+                raise AssertionError(
+                    f"connection closed while waiting for {what}; {self.summary()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; {self.summary()}")
+            self.read_once(deadline)
+
+    def response(self, stream_id: int, timeout: float | None = None) -> RawStream:
+        stream = self._stream(stream_id)
+        self.pump(lambda: stream.done, f"stream {stream_id}", timeout)
+        return stream
+
+    def answer(self, stream_id: int, timeout: float | None = None) -> RawStream:
+        """Wait for the stream's response HEADERS (or its reset), not for its end."""
+        stream = self._stream(stream_id)
+        self.pump(
+            lambda: stream.status is not None or stream.reset is not None, "an answer", timeout
+        )
+        return stream
+
+    def wait_goaway(self, timeout: float | None = None) -> GoAwayFrame:
+        """Read until GOAWAY (or EOF, which then fails unless a GOAWAY came first)."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while self.goaway is None and not self.closed:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for GOAWAY; {self.summary()}")
+            self.read_once(deadline)
+        assert self.goaway is not None, f"connection closed without GOAWAY; {self.summary()}"
+        return self.goaway
+
+    def wait_closed(self, timeout: float | None = None) -> None:
+        """Read (and dispatch) until the server closes the connection."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while not self.closed:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server never closed the connection; {self.summary()}")
+            self.read_once(deadline)
+
+    def summary(self) -> str:
+        kinds = [type(f).__name__.removesuffix("Frame") for f in list(self.frames)[-12:]]
+        goaway = self.goaway
+        return (
+            f"frames received: {self.frame_count} (last: {kinds}), "
+            f"GOAWAY: {name(goaway.error_code) if goaway else 'none'}"
+            + (f" {bytes(goaway.additional_data)!r}" if goaway else "")
+            + f", closed: {self.closed}"
+        )
+
+
+def request_fields(
+    path: str = "/", method: str = "GET", extra: list[tuple[bytes, bytes]] | None = None
+) -> list[tuple[bytes, bytes]]:
+    return [
+        (b":method", method.encode()),
+        (b":scheme", b"http"),
+        (b":authority", b"127.0.0.1"),
+        (b":path", path.encode()),
+        *(extra or []),
+    ]
+
+
+class PeakRSS:
+    """Samples the server's RSS in a thread while the block runs; `growth` is peak - start."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server = server
+        self.start = server.rss_kib()
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError, AssertionError):
+                self.peak = max(self.peak, self.server.rss_kib())
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        with contextlib.suppress(OSError, AssertionError):
+            self.peak = max(self.peak, self.server.rss_kib())
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
+
+
+def assert_serves(server: ServerProcess) -> None:
+    """The server is alive and answers a fresh, well-behaved HTTP/2 connection."""
+    assert server.proc.poll() is None, f"the server died:\n{server.output}"
+    with H2Client(server.port) as client:
+        result = client.get("/")
+        assert result.status == 200, result
+        assert bytes(result.body) == b"Hello, world!"
+
+
+def assert_no_crash(server: ServerProcess) -> None:
+    """Nothing in the server's log says a callback or handler blew up."""
+    output = server.output
+    assert "Traceback" not in output, output
+    assert "Exception in callback" not in output, output
+
+
+def warm_up(server: ServerProcess) -> None:
+    """Run the HTTP/2 paths once so that first-use allocations are not counted as growth."""
+    for _ in range(3):
+        assert_serves(server)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    """A server with the default limits (shared by the tests that do not change them)."""
+    with serve(APP) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def strict_server() -> Iterator[ServerProcess]:
+    """A server with small flood budgets: 50 resets and 100 control frames per 10 s."""
+    with serve(APP, "--h2-max-reset-streams", "50", "--h2-max-control-frames", "100") as proc:
+        yield proc
+
+
+def connected(
+    port: int,
+    *,
+    settings: dict[int, int] | None = None,
+    rcvbuf: int | None = None,
+    timeout: float = 10.0,
+) -> RawH2:
+    """A RawH2 connection that has seen the server's SETTINGS."""
+    client = RawH2(port, settings=settings, rcvbuf=rcvbuf, timeout=timeout)
+    client.pump(lambda: client.settings_seen, "the server's SETTINGS")
+    return client
+
+
+def wait_events(server: ServerProcess, tag: str, event: str, count: int) -> list[str]:
+    """Poll the side channel until `count` events starting with `event` were recorded."""
+    deadline = time.monotonic() + 15
+    while True:
+        seen = events(server, tag, event)
+        if sum(e.startswith(event) for e in seen) >= count:
+            return seen
+        assert time.monotonic() < deadline, f"expected {count} x {event!r}, saw {seen}"
+        time.sleep(0.05)
+
+
+def ends_connection(client: RawH2, codes: set[int], timeout: float = 10.0) -> int:
+    """Read until GOAWAY, then until the server closes; the GOAWAY's code must be in `codes`."""
+    goaway = client.wait_goaway(timeout)
+    assert goaway.error_code in codes, (
+        f"GOAWAY {name(goaway.error_code)}, expected one of {sorted(map(name, codes))}; "
+        f"{client.summary()}"
+    )
+    client.wait_closed(timeout)
+    return int(goaway.error_code)
+
+
+def refuses_header_block(client: RawH2, stream_id: int) -> str:
+    """The server refused a header block: GOAWAY (COMPRESSION_ERROR, ENHANCE_YOUR_CALM or
+    PROTOCOL_ERROR) and close, or 431 on the stream. Returns which, for the messages."""
+    stream = client.streams.setdefault(stream_id, RawStream(stream_id))
+    client.pump(lambda: client.goaway is not None or stream.done, "the refusal")
+    if client.goaway is not None:
+        return f"GOAWAY {name(ends_connection(client, REFUSAL_CODES))}"
+    assert stream.status == 431, f"stream answered {stream.status} / reset {name(stream.reset)}"
+    return "431"
+
+
+REFUSAL_CODES = {COMPRESSION_ERROR, ENHANCE_YOUR_CALM, PROTOCOL_ERROR}
+
+
+def split_block(stream_id: int, block: bytes, size: int = 16384, end_stream: bool = True) -> bytes:
+    """A header block as HEADERS plus CONTINUATION frames of at most `size` bytes."""
+    pieces = [block[i : i + size] for i in range(0, len(block), size)] or [b""]
+    frames = []
+    for index, piece in enumerate(pieces):
+        flags = END_HEADERS if index == len(pieces) - 1 else 0
+        if index == 0:
+            frames.append(
+                raw_frame(HEADERS, flags | (END_STREAM if end_stream else 0), stream_id, piece)
+            )
+        else:
+            frames.append(raw_frame(CONTINUATION, flags, stream_id, piece))
+    return b"".join(frames)
+
+
+# -- 1. the SETTINGS the server announces -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "streams", "header_list"),
+    [
+        ((), 100, 65536),
+        (("--h2-max-concurrent-streams", "7", "--limit-request-head-size", "16384"), 7, 16384),
+    ],
+    ids=["defaults", "flags"],
+)
+def test_announced_settings(
+    run_server: Callable[..., ServerProcess],
+    flags: tuple[str, ...],
+    streams: int,
+    header_list: int,
+) -> None:
+    server = run_server(APP, *flags)
+    with connected(server.port) as client:
+        client.pump(lambda: client.settings_acked, "the ACK of our SETTINGS")
+        settings = client.server_settings
+        assert settings.get(SettingCodes.MAX_CONCURRENT_STREAMS) == streams, settings
+        assert settings.get(SettingCodes.ENABLE_CONNECT_PROTOCOL) == 1, settings
+        assert settings.get(SettingCodes.MAX_HEADER_LIST_SIZE) == header_list, settings
+        # The server's receive window for each stream (RFC 9113 6.9.2): what a request body
+        # may have in flight before the app takes it.
+        assert settings.get(SettingCodes.INITIAL_WINDOW_SIZE) == 65535, settings
+        client.send(client.request(1))
+        assert client.response(1).status == 200
+    with H2Client(server.port) as h2client:
+        assert h2client.setting(SettingCodes.MAX_CONCURRENT_STREAMS) == streams
+        assert h2client.setting(SettingCodes.MAX_HEADER_LIST_SIZE) == header_list
+
+
+def test_header_list_limit_follows_the_flag(run_server: Callable[..., ServerProcess]) -> None:
+    server = run_server(APP, "--limit-request-head-size", "16384")
+    with connected(server.port) as client:
+        client.send(client.request(1, "/headers", extra=[(b"x-fits", b"f" * 12000)]))
+        assert client.response(1).status == 200
+    with connected(server.port) as client:
+        client.send(client.request(1, extra=[(b"x-too-big", b"b" * 20000)]))
+        refuses_header_block(client, 1)
+    assert_serves(server)
+
+
+# -- 2. the concurrent-stream limit -----------------------------------------------------------
+
+HELD = [1, 3, 5, 7, 9]
+
+
+def test_stream_past_the_limit_is_refused(run_server: Callable[..., ServerProcess]) -> None:
+    server = run_server(APP, "--h2-max-concurrent-streams", "5")
+    tag = uuid.uuid4().hex
+    with connected(server.port) as client:
+        client.send(b"".join(client.request(sid, f"/late?tag={tag}") for sid in HELD))
+        wait_events(server, tag, "started", len(HELD))
+        client.send(client.request(11))
+        refused = client.response(11)
+        assert refused.reset == REFUSED_STREAM, f"6th stream: {refused}"
+        assert not any(client.streams[sid].done for sid in HELD)
+        # The connection is fine: the held streams complete once released, and a new stream
+        # is served.
+        release(server, tag)
+        for sid in HELD:
+            held = client.response(sid)
+            assert (held.status, bytes(held.body)) == (200, b"late")
+        client.send(client.request(13))
+        fresh = client.response(13)
+        assert (fresh.status, bytes(fresh.body)) == (200, b"Hello, world!")
+        assert client.goaway is None
+    assert_serves(server)
+
+
+def test_stream_limit_before_the_client_acks_our_settings(
+    run_server: Callable[..., ServerProcess],
+) -> None:
+    """The limit holds from the first frame: a client that opens six streams in its first
+    write, before it has even read (let alone ACKed) our SETTINGS, gets the sixth refused."""
+    server = run_server(APP, "--h2-max-concurrent-streams", "5")
+    tag = uuid.uuid4().hex
+    with RawH2(server.port, preface=False, ack_settings=False) as client:
+        opening = b"".join(client.request(sid, f"/late?tag={tag}") for sid in HELD)
+        client.send(PREFACE + SettingsFrame(0).serialize() + opening + client.request(11))
+        refused = client.response(11)
+        assert refused.reset == REFUSED_STREAM, f"6th stream: {refused}"
+        wait_events(server, tag, "started", len(HELD))
+        release(server, tag)
+        for sid in HELD:
+            assert client.response(sid).status == 200
+        assert client.goaway is None
+    assert_serves(server)
+
+
+def test_reset_streams_whose_app_runs_still_count(
+    run_server: Callable[..., ServerProcess],
+) -> None:
+    """Resetting a stream does not free its slot while its app is still running: otherwise a
+    client could reset and reopen to run any number of apps at once (CVE-2023-44487)."""
+    server = run_server(APP, "--h2-max-concurrent-streams", "5")
+    tag = uuid.uuid4().hex
+    with connected(server.port) as client:
+        client.send(b"".join(client.request(sid, f"/late?tag={tag}") for sid in HELD))
+        wait_events(server, tag, "started", len(HELD))
+        client.send(b"".join(RstStreamFrame(sid, error_code=CANCEL).serialize() for sid in HELD))
+        client.send(client.request(11, f"/late?tag={tag}"))
+        refused = client.response(11)
+        assert refused.reset == REFUSED_STREAM, f"stream past 5 running apps: {refused}"
+        # Once the apps are done, their slots are free again.
+        release(server, tag)
+        wait_events(server, tag, "send-raised", len(HELD))
+        deadline = time.monotonic() + 10
+        sid = 13
+        while True:
+            client.send(client.request(sid))
+            answer = client.response(sid)
+            if answer.status == 200:
+                break
+            assert answer.reset == REFUSED_STREAM, answer
+            assert time.monotonic() < deadline, "the slots of finished apps were never freed"
+            time.sleep(0.05)
+            sid += 2
+        assert client.goaway is None
+    assert_serves(server)
+
+
+# -- 3. HPACK bombs and header-list limits ----------------------------------------------------
+
+
+def hpack_bomb(client: RawH2, stream_id: int = 1) -> bytes:
+    """One HEADERS frame (under 16 KiB on the wire) that decodes to about 48 MB: a 4000-byte
+    header added to the dynamic table, then referenced by its index 12000 times."""
+    encoder = client.encoder
+    block = encoder.encode(request_fields(), huffman=False)
+    block += encoder.encode([(b"x-bomb", b"b" * 4000)], huffman=False)  # incremental indexing
+    block += bytes([0x80 | 62]) * 12000  # indexed field: the newest dynamic-table entry
+    client.streams[stream_id] = RawStream(stream_id)
+    return raw_frame(HEADERS, END_HEADERS | END_STREAM, stream_id, block)
+
+
+def huge_header(client: RawH2, stream_id: int = 1, size: int = 70000) -> bytes:
+    block = client.encoder.encode(request_fields(extra=[(b"x-huge", b"v" * size)]), huffman=False)
+    client.streams[stream_id] = RawStream(stream_id)
+    return split_block(stream_id, block)
+
+
+@pytest.mark.parametrize("build", [hpack_bomb, huge_header], ids=["hpack-bomb", "huge-value"])
+def test_oversized_header_list(server: ServerProcess, build: Callable[[RawH2], bytes]) -> None:
+    warm_up(server)
+    with PeakRSS(server) as rss, connected(server.port) as client:
+        client.send(build(client))
+        how = refuses_header_block(client, 1)
+    assert rss.growth < RSS_GROWTH_LIMIT_KIB, f"RSS grew by {rss.growth} KiB ({how})"
+    assert_serves(server)
+
+
+def test_header_list_just_under_the_limit(server: ServerProcess) -> None:
+    """A 60000-byte header, in HEADERS plus CONTINUATION frames, fits the 64 KiB list."""
+    with connected(server.port) as client:
+        client.send(huge_header(client, 1, 60000))
+        assert client.response(1).status == 200
+
+
+def test_too_many_header_fields(server: ServerProcess) -> None:
+    many = [(b"x-field-%d" % i, b"1") for i in range(101)]
+    with connected(server.port) as client:
+        client.send(client.request(1, extra=many[:100]))
+        assert client.response(1).status == 200
+        client.send(client.request(3, extra=many))
+        assert client.response(3).status == 431
+        client.send(client.request(5))
+        assert client.response(5).status == 200  # a stream-level refusal: the connection stays
+        assert client.goaway is None
+
+
+# -- 4. CONTINUATION floods -------------------------------------------------------------------
+
+
+def literal_fields(count: int) -> bytes:
+    """`count` literal header fields (not indexed) as HPACK bytes."""
+    encoder = hpack.Encoder()
+    fields = [(b"x-flood-%d" % i, b"v" * 100) for i in range(count)]
+    return b"".join(encoder.encode([f], huffman=False) for f in fields)
+
+
+@pytest.mark.parametrize("payload", [b"", literal_fields(130)], ids=["empty", "16k-literals"])
+def test_continuation_flood(server: ServerProcess, payload: bytes) -> None:
+    """HEADERS without END_HEADERS, then CONTINUATION frames without end: the server must give
+    up after a bounded amount (CVE-2024-27316 and kin), not buffer or decode forever."""
+    warm_up(server)
+    limit = 64 * MIB
+    sent = 0
+    stop = threading.Event()
+    with PeakRSS(server) as rss, connected(server.port) as client:
+        opening = client.encoder.encode(request_fields(), huffman=False)
+        client.send(raw_frame(HEADERS, END_STREAM, 1, opening))
+        burst = raw_frame(CONTINUATION, 0, 1, payload) * max(1, 65536 // (len(payload) + 9))
+
+        def flood() -> None:
+            nonlocal sent
+            while not stop.is_set() and sent < limit and client.send(burst):
+                sent += len(burst)
+
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        try:
+            # Other clients are served meanwhile.
+            assert_serves(server)
+            code = ends_connection(client, {PROTOCOL_ERROR, ENHANCE_YOUR_CALM, COMPRESSION_ERROR})
+        finally:
+            stop.set()
+            flooder.join(10)
+    assert sent < limit, f"the server took {sent} bytes of CONTINUATION frames ({name(code)})"
+    assert rss.growth < RSS_GROWTH_LIMIT_KIB, f"RSS grew by {rss.growth} KiB"
+    assert_serves(server)
+
+
+# -- 5. rapid reset (CVE-2023-44487) ----------------------------------------------------------
+
+
+def open_and_reset(client: RawH2, count: int, first: int = 1) -> bytes:
+    return b"".join(
+        client.request(sid) + RstStreamFrame(sid, error_code=CANCEL).serialize()
+        for sid in range(first, first + 2 * count, 2)
+    )
+
+
+def test_rapid_reset(strict_server: ServerProcess) -> None:
+    warm_up(strict_server)
+    with PeakRSS(strict_server) as rss, connected(strict_server.port) as client:
+        client.send(open_and_reset(client, 200))
+        ends_connection(client, {ENHANCE_YOUR_CALM})
+    assert rss.growth < RSS_GROWTH_LIMIT_KIB, f"RSS grew by {rss.growth} KiB"
+    assert_serves(strict_server)
+
+
+def test_resets_under_the_budget(strict_server: ServerProcess) -> None:
+    with connected(strict_server.port) as client:
+        client.send(open_and_reset(client, 40))
+        client.send(client.request(81))
+        answer = client.response(81)
+        assert (answer.status, bytes(answer.body)) == (200, b"Hello, world!")
+        assert client.goaway is None
+
+
+# -- 6. control-frame floods ------------------------------------------------------------------
+
+
+def ping(data: bytes = b"12345678") -> bytes:
+    return PingFrame(0, opaque_data=data).serialize()
+
+
+FLOODS: dict[str, Callable[[RawH2, int], bytes]] = {
+    "ping": lambda client, n: ping() * n,
+    "settings": lambda client, n: SettingsFrame(0).serialize() * n,
+    "priority": lambda client, n: raw_frame(0x2, 0, 1, b"\0\0\0\0\x10") * n,
+    "empty-data": lambda client, n: (
+        client.request(1, "/echo", end_stream=False) + raw_frame(DATA, 0, 1) * n
+    ),
+    "unknown-frame": lambda client, n: raw_frame(0xEE, 0, 0, b"junk") * n,
+}
+
+
+@pytest.mark.parametrize("kind", list(FLOODS))
+def test_control_frame_flood(strict_server: ServerProcess, kind: str) -> None:
+    with connected(strict_server.port) as client:
+        client.pump(lambda: client.settings_acked, "the ACK of our SETTINGS")
+        client.send(FLOODS[kind](client, 500))
+        ends_connection(client, {ENHANCE_YOUR_CALM})
+    assert_serves(strict_server)
+
+
+@pytest.mark.parametrize("kind", list(FLOODS))
+def test_control_frames_under_the_budget(strict_server: ServerProcess, kind: str) -> None:
+    with connected(strict_server.port) as client:
+        client.pump(lambda: client.settings_acked, "the ACK of our SETTINGS")
+        client.send(FLOODS[kind](client, 50))
+        client.send(client.request(3))
+        assert client.response(3).status == 200
+        if kind == "ping":
+            assert client.ping_acks == 50
+        assert client.goaway is None
+
+
+@pytest.mark.slow
+def test_pings_from_a_client_that_reads_nothing(run_server: Callable[..., ServerProcess]) -> None:
+    """Without reading the ACKs, a client's PINGs would make the server queue ACKs without
+    bound; it must stop reading instead (CVE-2019-9512), then carry on once the client reads."""
+    server = run_server(APP, "--h2-max-control-frames", "1000000000")
+    warm_up(server)
+    frame = ping()
+    blob = memoryview(frame * (64 * MIB // len(frame)))
+    with PeakRSS(server) as rss, connected(server.port, rcvbuf=4096, timeout=60) as client:
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        client.pump(lambda: client.settings_acked, "the ACK of our SETTINGS")
+        sent = send_until_blocked(client.sock, blob)
+        assert sent < len(blob), "the server read 64 MiB of PINGs without our reading an ACK"
+        grown = rss.growth
+        # Reading again, the client gets its ACKs, up to one for a last, marked PING.
+        tail = bytes(blob[sent : sent + (-sent) % len(frame)]) + ping(b"THE-END!")
+        sender = threading.Thread(target=client.send, args=(tail,), daemon=True)
+        sender.start()
+        client.pump(lambda: client.last_ping_ack == b"THE-END!", "the last PING's ACK", 50)
+        sender.join(10)
+        assert client.ping_acks == (sent + len(tail)) // len(frame)
+    assert grown < RSS_GROWTH_LIMIT_KIB, f"RSS grew by {grown} KiB for {sent} bytes of PINGs"
+    assert_serves(server)
+
+
+def send_until_blocked(sock: socket.socket, data: memoryview, stall: float = 1.0) -> int:
+    """Send `data` without blocking until the peer has taken nothing for `stall` seconds (or
+    all of it went); returns how many bytes went."""
+    sock.setblocking(False)
+    sent = 0
+    last = time.monotonic()
+    try:
+        while sent < len(data) and time.monotonic() - last < stall:
+            try:
+                sent += sock.send(data[sent : sent + 65536])
+                last = time.monotonic()
+            except BlockingIOError:
+                time.sleep(0.01)
+    finally:
+        sock.setblocking(True)
+    return sent
+
+
+# -- 7. a client that never opens its window ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "auto_window"),
+    [({SettingCodes.INITIAL_WINDOW_SIZE: 0}, True), (None, False)],
+    ids=["initial-window-0", "window-never-credited"],
+)
+def test_window_never_opened(
+    run_server: Callable[..., ServerProcess], settings: dict[int, int] | None, auto_window: bool
+) -> None:
+    """A stream the client's window stalls is reset (CANCEL) after --h2-flow-control-timeout;
+    its app hears http.disconnect; the response is not buffered meanwhile."""
+    server = run_server(APP, "--h2-flow-control-timeout", "1")
+    warm_up(server)
+    tag = uuid.uuid4().hex
+    client = H2Client(server.port, timeout=20, settings=settings, auto_window=auto_window)
+    with PeakRSS(server) as rss, client:
+        stream_id = client.request(f"/watched-stream?tag={tag}&total={64 * MIB}")
+        result = client.response(stream_id)
+        assert result.reset == CANCEL, f"stream ended {result}"
+        assert len(result.body) <= 65535
+        seen = events(server, tag, "received:", timeout=5)
+        assert "received:http.disconnect" in seen, f"the app never heard of the reset: {seen}"
+    sent = progress_sent(server, tag)
+    assert sent < 4 * MIB, f"the app got {sent} bytes into a stream nobody reads"
+    assert rss.growth < RSS_GROWTH_LIMIT_KIB, f"RSS grew by {rss.growth} KiB"
+    assert_serves(server)
+
+
+def test_stalled_stream_reset_frees_its_slot(run_server: Callable[..., ServerProcess]) -> None:
+    """Once the server resets a stream the client's window stalled, that stream's app ends
+    and its slot is free: the connection (allowed one stream) can open another."""
+    server = run_server(APP, "--h2-flow-control-timeout", "1", "--h2-max-concurrent-streams", "1")
+    tag = uuid.uuid4().hex
+    with connected(server.port, settings={SettingCodes.INITIAL_WINDOW_SIZE: 0}) as client:
+        client.send(client.request(1, f"/watched-stream?tag={tag}&total={64 * MIB}"))
+        assert client.response(1).reset == CANCEL
+        deadline = time.monotonic() + 10
+        sid = 3
+        while True:
+            # With a zero window the response's DATA cannot come, but its HEADERS can.
+            client.send(client.request(sid))
+            stream = client.answer(sid)
+            if stream.status == 200:
+                break
+            assert stream.reset == REFUSED_STREAM, stream
+            assert time.monotonic() < deadline, (
+                f"the stalled stream's slot was never freed; its app: {events(server, tag)}"
+            )
+            time.sleep(0.1)
+            sid += 2
+    assert_serves(server)
+
+
+def progress_sent(server: ServerProcess, tag: str) -> int:
+    return int(progress(server, tag)["sent"])
+
+
+# -- 8. idle connections ----------------------------------------------------------------------
+
+
+def test_idle_connection_gets_goaway(run_server: Callable[..., ServerProcess]) -> None:
+    server = run_server(APP, "--timeout-keep-alive", "1")
+    with H2Client(server.port) as client:
+        assert client.get("/").status == 200
+        goaway = client.wait_goaway()
+        assert goaway.error_code == NO_ERROR
+        assert goaway.last_stream_id == 1
+        client.wait_closed()
+    assert_serves(server)
+
+
+@pytest.mark.parametrize(
+    "opening",
+    [PREFACE, PREFACE + SettingsFrame(0).serialize()],
+    ids=["preface-only", "preface-and-settings"],
+)
+def test_silent_connection_is_closed(
+    run_server: Callable[..., ServerProcess], opening: bytes
+) -> None:
+    server = run_server(APP, "--timeout-keep-alive", "1")
+    # No SETTINGS ACK from us: an ACK before our own SETTINGS would break RFC 9113 3.4.
+    with RawH2(server.port, preface=False, ack_settings=False) as client:
+        client.send(opening)
+        client.wait_closed()
+        if client.goaway is not None:
+            assert client.goaway.error_code == NO_ERROR, client.summary()
+    assert_serves(server)
+
+
+# -- 9. protocol errors and malformed requests ------------------------------------------------
+
+
+def malformed(
+    extra: tuple[tuple[bytes, bytes], ...] = (), drop: bytes = b""
+) -> Callable[[RawH2], bytes]:
+    """A request with `extra` fields added and the field `drop` left out, on stream 1."""
+
+    def build(client: RawH2) -> bytes:
+        fields = [f for f in request_fields(extra=list(extra)) if f[0] != drop]
+        return client.headers(1, fields)
+
+    return build
+
+
+# name: (what to send once connected, the GOAWAY codes that may end the connection, whether
+# a stream error PROTOCOL_ERROR on stream 1 is as good (RFC 9113 8.1.1: malformed requests))
+PROTOCOL_ERRORS: dict[str, tuple[Callable[[RawH2], bytes], set[int], bool]] = {
+    # RFC 9113 6.1: DATA on stream 0 is a connection error PROTOCOL_ERROR.
+    "data-on-stream-0": (lambda c: raw_frame(DATA, 0, 0, b"hello"), {PROTOCOL_ERROR}, False),
+    # RFC 9113 5.1.1: streams a client opens have odd ids.
+    "headers-on-even-stream": (lambda c: c.request(2), {PROTOCOL_ERROR}, False),
+    # RFC 9113 8.2.1: field names must be lowercase.
+    "uppercase-header-name": (malformed(((b"X-Upper", b"1"),)), {PROTOCOL_ERROR}, True),
+    # RFC 9113 8.3.1: a request has :path (bar CONNECT).
+    "missing-path": (malformed(drop=b":path"), {PROTOCOL_ERROR}, True),
+    # RFC 9113 8.2.2: connection-specific fields are malformed.
+    "connection-header": (malformed(((b"connection", b"keep-alive"),)), {PROTOCOL_ERROR}, True),
+    "transfer-encoding": (malformed(((b"transfer-encoding", b"chunked"),)), {PROTOCOL_ERROR}, True),
+    # RFC 9113 5.1.1: a new stream's id must exceed every id the client used before.
+    "stream-id-backwards": (lambda c: c.request(3) + c.request(1), {PROTOCOL_ERROR}, False),
+    # RFC 9113 4.2: a frame over SETTINGS_MAX_FRAME_SIZE (16384) is FRAME_SIZE_ERROR, a
+    # connection error for frames carrying a field block.
+    "oversized-data-frame": (
+        lambda c: (
+            c.request(1, "/echo", "POST", end_stream=False) + raw_frame(DATA, 0, 1, b"x" * 16385)
+        ),
+        {FRAME_SIZE_ERROR},
+        False,
+    ),
+    "oversized-headers-frame": (
+        lambda c: raw_frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            1,
+            c.encoder.encode(request_fields(extra=[(b"x-big", b"a" * 20000)]), huffman=False),
+        ),
+        {FRAME_SIZE_ERROR},
+        False,
+    ),
+    # The same, known from the 9-byte frame header alone: the server has no reason to wait
+    # for (and buffer) a payload it will refuse.
+    "oversized-frame-header-only": (
+        lambda c: (
+            c.request(1, "/echo", "POST", end_stream=False)
+            + raw_frame(DATA, 0, 1, b"x" * MIB)[: 9 + 1000]
+        ),
+        {FRAME_SIZE_ERROR},
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(PROTOCOL_ERRORS))
+def test_protocol_error(server: ServerProcess, case: str) -> None:
+    build, codes, stream_error_ok = PROTOCOL_ERRORS[case]
+    with connected(server.port, timeout=5) as client:
+        client.send(build(client))
+        stream = client.streams.setdefault(1, RawStream(1))
+        client.pump(lambda: client.goaway is not None or stream.done, "the error")
+        if client.goaway is None and stream_error_ok:
+            assert stream.reset == PROTOCOL_ERROR, f"stream 1: {stream}"
+        else:
+            ends_connection(client, codes)
+    assert_serves(server)
+    assert_no_crash(server)
+
+
+def test_oversized_frame_is_not_buffered(server: ServerProcess) -> None:
+    """Frames declaring 16 MiB (the most a frame header can say, 1024 x SETTINGS_MAX_FRAME_SIZE)
+    on four connections: each is a FRAME_SIZE_ERROR from its header (RFC 9113 4.2), and the
+    server must not hold their payloads (64 MiB) until they are complete."""
+    warm_up(server)
+    declared = 0xFFFFFF
+    head = struct.pack(">I", declared)[1:] + struct.pack(">BBI", DATA, 0, 1)
+    clients = [connected(server.port, timeout=5) for _ in range(4)]
+    try:
+        with PeakRSS(server) as rss:
+            for client in clients:
+                opening = client.request(1, "/echo", "POST", end_stream=False)
+                client.send(opening + head + b"x" * (declared - 1))  # one byte short
+            outcomes = []
+            deadline = time.monotonic() + 5
+            for client in clients:
+                with contextlib.suppress(AssertionError):
+                    client.wait_goaway(timeout=max(0.1, deadline - time.monotonic()))
+                goaway = client.goaway
+                outcomes.append(name(goaway.error_code) if goaway else f"closed={client.closed}")
+        # (A close whose GOAWAY the client's reset connection lost is as good here.)
+        refused = all(o in ("FRAME_SIZE_ERROR", "closed=True") for o in outcomes)
+        assert refused, f"{outcomes}; RSS grew by {rss.growth} KiB"
+        assert rss.growth < RSS_GROWTH_LIMIT_KIB, f"RSS grew by {rss.growth} KiB"
+    finally:
+        for client in clients:
+            client.close()
+    assert_serves(server)
+
+
+# What may follow the full 24-byte preface in place of the SETTINGS frame RFC 9113 3.4 asks for.
+BAD_OPENINGS = {
+    "http1-text": b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    "binary-garbage": bytes(range(256)) * 4,
+    "ping-first": ping(),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_OPENINGS))
+def test_no_settings_after_the_preface(server: ServerProcess, case: str) -> None:
+    """RFC 9113 3.4: the preface must be followed by SETTINGS; anything else is a connection
+    error PROTOCOL_ERROR (the GOAWAY may be omitted). The idle GOAWAY (NO_ERROR, after
+    --timeout-keep-alive) does not count."""
+    with RawH2(server.port, preface=False) as client:
+        client.send(PREFACE + BAD_OPENINGS[case])
+        while client.goaway is None and not client.closed:
+            client.read_once(time.monotonic() + 10)
+        if client.goaway is not None:
+            assert client.goaway.error_code in {PROTOCOL_ERROR, FRAME_SIZE_ERROR}, client.summary()
+        client.wait_closed()
+    assert_serves(server)
+    assert_no_crash(server)
+
+
+def test_bad_preface(server: ServerProcess) -> None:
+    """The PRI line, then garbage where "SM" belongs: not HTTP/2 (RFC 9113 3.4: PROTOCOL_ERROR,
+    GOAWAY optional), and not a valid HTTP/1.1 request either: an error, then close."""
+    with RawH2(server.port, preface=False) as client:
+        client.send(b"PRI * HTTP/2.0\r\n\r\nXY\r\n\r\n" + bytes(32))
+        client.wait_closed()
+        received = bytes(client.raw_received)
+        if received.startswith(b"HTTP/1.1 "):
+            assert received[9:10] in (b"4", b"5"), received[:100]
+        else:
+            assert client.goaway is not None, received[:100]
+            assert client.goaway.error_code == PROTOCOL_ERROR, client.summary()
+    assert_serves(server)
+    assert_no_crash(server)
+
+
+STREAM_ERRORS: dict[str, tuple[list[tuple[bytes, bytes]], int]] = {
+    # RFC 9113 8.5: a plain CONNECT has only :method and :authority; laurelin is no proxy.
+    "connect": ([(b":method", b"CONNECT"), (b":authority", b"example.com:443")], 405),
+    # RFC 8441 4: extended CONNECT with a protocol the server does not speak.
+    "protocol-not-websocket": (
+        request_fields(method="CONNECT", extra=[(b":protocol", b"foo")]),
+        501,
+    ),
+    "non-ascii-path": (
+        [
+            (b":method", b"GET"),
+            (b":scheme", b"http"),
+            (b":authority", b"x"),
+            (b":path", "/caf\u00e9".encode()),
+        ],
+        400,
+    ),
+    "non-ascii-path-latin1": (
+        [
+            (b":method", b"GET"),
+            (b":scheme", b"http"),
+            (b":authority", b"x"),
+            (b":path", b"/caf\xe9"),
+        ],
+        400,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(STREAM_ERRORS))
+def test_malformed_request_answered_on_its_stream(server: ServerProcess, case: str) -> None:
+    fields, status = STREAM_ERRORS[case]
+    with connected(server.port) as client:
+        client.send(client.headers(1, fields))
+        assert client.response(1).status == status
+        client.send(client.request(3))
+        assert client.response(3).status == 200
+        assert client.goaway is None
+
+
+# -- 10. many bad connections at once ---------------------------------------------------------
+
+
+def attack_rapid_reset(port: int) -> int:
+    with connected(port) as client:
+        client.send(open_and_reset(client, 200))
+        return ends_connection(client, {ENHANCE_YOUR_CALM})
+
+
+def attack_ping_flood(port: int) -> int:
+    with connected(port) as client:
+        client.send(ping() * 500)
+        return ends_connection(client, {ENHANCE_YOUR_CALM})
+
+
+def attack_settings_flood(port: int) -> int:
+    with connected(port) as client:
+        client.send(SettingsFrame(0).serialize() * 500)
+        return ends_connection(client, {ENHANCE_YOUR_CALM})
+
+
+def attack_hpack_bomb(port: int) -> int:
+    with connected(port) as client:
+        client.send(hpack_bomb(client))
+        return ends_connection(client, REFUSAL_CODES)
+
+
+def attack_continuation_flood(port: int) -> int:
+    with connected(port) as client:
+        opening = client.encoder.encode(request_fields(), huffman=False)
+        frames = raw_frame(CONTINUATION, 0, 1, literal_fields(130)) * 100
+        client.send(raw_frame(HEADERS, END_STREAM, 1, opening))
+        client.send(frames)
+        return ends_connection(client, {PROTOCOL_ERROR, ENHANCE_YOUR_CALM, COMPRESSION_ERROR})
+
+
+def attack_protocol_error(port: int) -> int:
+    with connected(port) as client:
+        client.send(raw_frame(DATA, 0, 0, b"hello"))
+        return ends_connection(client, {PROTOCOL_ERROR})
+
+
+ATTACKS = [
+    attack_rapid_reset,
+    attack_ping_flood,
+    attack_settings_flood,
+    attack_hpack_bomb,
+    attack_continuation_flood,
+    attack_protocol_error,
+]
+
+
+def test_many_bad_connections_beside_a_good_one(strict_server: ServerProcess) -> None:
+    warm_up(strict_server)
+    failures: list[str] = []
+    outcomes: list[int] = []
+    lock = threading.Lock()
+
+    def attacker(index: int) -> None:
+        attack = ATTACKS[index % len(ATTACKS)]
+        for _ in range(10):
+            try:
+                code = attack(strict_server.port)
+            except Exception as exc:  # collected: the test fails with all of them
+                with lock:
+                    failures.append(f"{attack.__name__}: {type(exc).__name__}: {exc}")
+                return
+            with lock:
+                outcomes.append(code)
+
+    threads = [threading.Thread(target=attacker, args=(i,), daemon=True) for i in range(20)]
+    answered = 0
+    with PeakRSS(strict_server) as rss, H2Client(strict_server.port, timeout=20) as good:
+        for thread in threads:
+            thread.start()
+        while any(thread.is_alive() for thread in threads) or answered < 20:
+            result = good.get(f"/status?code=200&body=good-{answered}")
+            assert (result.status, bytes(result.body)) == (200, f"good-{answered}".encode())
+            answered += 1
+        for thread in threads:
+            thread.join(30)
+    assert not failures, "\n".join(failures)
+    assert len(outcomes) == 200
+    assert rss.growth < 4 * RSS_GROWTH_LIMIT_KIB, f"RSS grew by {rss.growth} KiB"
+    assert_serves(strict_server)
