@@ -147,6 +147,8 @@ class H2Client:
                 self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size
             )
             if window <= 0:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"stream {stream_id}: the send window stayed shut")
                 self._read_once(deadline)
                 continue
             chunk = bytes(view[:window])

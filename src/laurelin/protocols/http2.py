@@ -583,6 +583,8 @@ class HTTP2Connection(asyncio.Protocol):
             if stream.remote_closed:
                 self._finish(stream)
             return
+        if type(cycle) is WebSocketCycle:
+            cycle.on_disconnect()  # refused with an HTTP response: the WebSocket is over
         if not stream.remote_closed:
             # A complete response while the request is still open: ask the client to stop
             # sending without error (RFC 9113 8.1).
@@ -628,8 +630,9 @@ class HTTP2Connection(asyncio.Protocol):
         """Reset `stream` from our side (the app failed mid-response, or a WebSocket abort)."""
         if stream.closed:
             return
-        if stream.out:
-            # What the app did send goes out first, then the reset.
+        if stream.head is not None or stream.out:
+            # What the app did send goes out first (its headers before its body), then the
+            # reset: the client sees a response cut short.
             stream.end_queued = False
             self._pump_one(stream)
         with contextlib.suppress(ProtocolError):
@@ -641,6 +644,12 @@ class HTTP2Connection(asyncio.Protocol):
 
     def _pump_one(self, stream: H2Stream) -> None:
         h2 = self._h2
+        head, stream.head = stream.head, None
+        if head is not None:
+            try:
+                h2.send_headers_fast(stream.stream_id, head, False)
+            except ProtocolError:
+                return
         while stream.out:
             window = min(h2.local_flow_control_window(stream.stream_id), h2.max_outbound_frame_size)
             if window <= 0:
@@ -658,12 +667,16 @@ class HTTP2Connection(asyncio.Protocol):
         self._maybe_done(stream)
 
     def _maybe_done(self, stream: H2Stream) -> None:
-        if (
-            (stream.end_sent or stream.closed)
-            and (stream.app_done or stream.cycle is None)
-            and self._streams.pop(stream.stream_id, None) is not None
-            and not self._streams
-        ):
+        """Forget `stream` once it holds nothing: its response is out (or it was reset) and its
+        app has returned. An accepted WebSocket is done when its stream has closed both ways
+        (its app, like one over HTTP/1.1, is told and given --application-close-timeout)."""
+        if stream.ws is not None:
+            finished = stream.closed
+        else:
+            finished = (stream.end_sent or stream.closed) and (
+                stream.app_done or stream.cycle is None
+            )
+        if finished and self._streams.pop(stream.stream_id, None) is not None and not self._streams:
             if self._draining:
                 self._schedule_flush()
             else:
