@@ -2,13 +2,12 @@
 #
 # Owns one HTTP/2 connection: its settings (max concurrent streams, header list size, RFC 8441
 # extended CONNECT), one ASGI cycle per request stream (protocols/http2_stream.py is the sink),
-# sending the queued responses as the peer's windows allow, one DATA frame per stream in turn
-# so that streams share the connection fairly, request-body flow control credited only as apps
-# take the body, RST_STREAM -> that stream's `http.disconnect`, WebSocket over HTTP/2 (RFC
-# 8441), and the defences: REFUSED_STREAM past the stream limit, the header-list limit (HPACK
-# bombs; h2 bounds CONTINUATION itself), budgets for resets (rapid reset) and control frames
-# (PING/SETTINGS floods), no reading while the peer does not read what we send, a deadline for
-# streams the peer's window stalls, and GOAWAY when idle or shutting down. Started by
+# request-body flow control credited only as apps take the body, RST_STREAM -> that stream's
+# `http.disconnect`, WebSocket over HTTP/2 (RFC 8441), and the defences: REFUSED_STREAM past
+# the stream limit, the header-list limit (HPACK bombs; h2 bounds CONTINUATION itself),
+# budgets for resets (rapid reset) and control frames (PING/SETTINGS floods), no reading while
+# the peer does not read what we send, and GOAWAY when idle or shutting down. Sending is the
+# StreamOutput mixin's (http2_output.py); h2 itself is adapted in http2_machine.py. Started by
 # protocols/http1.py, which owns the listening socket's first bytes: ALPN "h2", the prior-
 # knowledge preface, or an `Upgrade: h2c` request (served here as stream 1).
 from __future__ import annotations
@@ -16,10 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -42,17 +39,14 @@ from hyperframe.frame import GoAwayFrame
 from laurelin.asgi.http import EARLY_HINT, TRAILERS, HTTPCycle
 from laurelin.asgi.scope import BadRequest, build_http_scope, websocket_scope
 from laurelin.asgi.websocket import WebSocketCycle
-from laurelin.logs import error_logger, log_access
+from laurelin.logs import error_logger
 from laurelin.protocols.http2_headers import Malformed, RequestHead, parse_request
 from laurelin.protocols.http2_limits import CONNECTION_WINDOW, STREAM_WINDOW, Budget
 from laurelin.protocols.http2_machine import H2Machine
+from laurelin.protocols.http2_output import StreamOutput
 from laurelin.protocols.http2_stream import (
-    CONNECTION_HEADERS,
-    STATUS,
-    STREAM_HIGH_WATER,
     H2Stream,
     StreamTransport,
-    error_headers,
 )
 from laurelin.protocols.websocket import WebSocketConnection
 from laurelin.protocols.ws_handshake import (
@@ -78,15 +72,13 @@ _METHODS = {
 _VERSION_HEADER = [(b"sec-websocket-version", b"13")]
 
 
-class HTTP2Connection(asyncio.Protocol):
+class HTTP2Connection(StreamOutput, asyncio.Protocol):
     """One client connection speaking HTTP/2."""
 
     __slots__ = (
-        "_blocked",
         "_closing",
         "_control_budget",
         "_draining",
-        "_flush_scheduled",
         "_h2",
         "_idle_deadline",
         "_idle_timer",
@@ -94,9 +86,7 @@ class HTTP2Connection(asyncio.Protocol):
         "_last_stream_id",
         "_lost",
         "_read_paused",
-        "_ready",
         "_reset_budget",
-        "_stall_timer",
         "_streams",
         "limits",
         "loop",
@@ -113,9 +103,7 @@ class HTTP2Connection(asyncio.Protocol):
         self.peer = peer
         self._h2 = H2Machine(settings.h2.max_header_list_size)
         self._streams: dict[int, H2Stream] = {}
-        self._ready: deque[H2Stream] = deque()  # streams with output to send, in turn
-        self._blocked: set[H2Stream] = set()  # streams waiting for their own window
-        self._flush_scheduled = False
+        self._init_output()
         self._in_receive = False
         self.write_paused = False
         self._read_paused = False
@@ -125,7 +113,6 @@ class HTTP2Connection(asyncio.Protocol):
         self._last_stream_id = 0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_deadline = 0.0
-        self._stall_timer: asyncio.TimerHandle | None = None
         clock = self.loop.time
         limits = self.limits
         self._reset_budget = Budget(limits.max_resets, 10.0, clock)
@@ -434,233 +421,6 @@ class HTTP2Connection(asyncio.Protocol):
         if not self._control_budget.spend():
             self._calm("too many control frames")
 
-    # -- responses out ---------------------------------------------------------------------------
-
-    def response_headers(
-        self, status: int, headers: list[tuple[bytes, bytes]]
-    ) -> list[tuple[bytes, bytes]]:
-        """The HEADERS of a response: status, the app's fields (less the HTTP/1.1 connection
-        ones) and the server's defaults the app did not set."""
-        fields = [(b":status", STATUS[status])]
-        settings = self.settings
-        defaults = settings.default_header_names
-        override: set[bytes] | None = None
-        for name, value in headers:
-            if name in CONNECTION_HEADERS:
-                continue
-            if name in defaults or name == b"date":
-                if override is None:
-                    override = set()
-                override.add(name)
-            fields.append((name, value))
-        for name, value in settings.h2_default_headers:
-            if override is None or name not in override:
-                fields.append((name, value))
-        date = settings.date_header
-        if date is not None and (override is None or b"date" not in override):
-            fields.append((b"date", date.value()))
-        return fields
-
-    def send_informational(
-        self, stream: H2Stream, status: int, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        """A 1xx response (100 Continue, 103 Early Hints) on `stream`, now."""
-        if stream.closed or stream.end_sent or self._closing:
-            return
-        fields = [(b":status", STATUS[status])]
-        fields += [(n, v) for n, v in headers if n not in CONNECTION_HEADERS]
-        self._h2.send_headers(stream.stream_id, fields)
-        self._schedule_flush()
-
-    def respond_error(
-        self, stream: H2Stream, status: int, extra: list[tuple[bytes, bytes]] | None = None
-    ) -> None:
-        """Answer a stream in the app's place (400, 405, 413, 431, ...)."""
-        headers, body = error_headers(status)
-        if extra:
-            headers = [headers[0], *extra, *headers[1:]]
-        stream.head = self.response_headers(status, headers[1:])
-        stream.write_body(body, False)
-
-    def want_send(self, stream: H2Stream) -> None:
-        """`stream` has output queued."""
-        if stream not in self._blocked and stream not in self._ready:
-            self._ready.append(stream)
-        self._schedule_flush()
-
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled and not self._in_receive:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self._lost:
-            return
-        if self._ready and not self.write_paused:
-            if self._h2.state_machine.state is ConnectionState.CLOSED:
-                self._ready.clear()  # after an error GOAWAY either way: nothing more is sent
-            else:
-                self._pump()
-        data = self._h2.data_to_send()
-        if data:
-            self.transport.write(data)
-        if self._draining and not self._streams and not self._closing:
-            self._close()
-
-    def _pump(self) -> None:
-        """Frame queued output, one DATA frame per stream in turn, while the windows allow."""
-        h2 = self._h2
-        ready = self._ready
-        now = self.loop.time()
-        while ready and not self.write_paused:
-            stream = ready[0]
-            if stream.closed or stream.end_sent:
-                ready.popleft()
-                continue
-            stream_id = stream.stream_id
-            if stream.head is not None:
-                head, stream.head = stream.head, None
-                end = stream.end_queued and not stream.out and stream.trailers is None
-                h2.send_headers_fast(stream_id, head, end)
-                if end:
-                    ready.popleft()
-                    self._ended(stream)
-                    continue
-            out = stream.out
-            if out:
-                window = h2.local_flow_control_window(stream_id)
-                if window <= 0:
-                    if h2.outbound_flow_control_window <= 0:
-                        break  # the whole connection waits for the peer's WINDOW_UPDATE
-                    ready.popleft()
-                    self._blocked.add(stream)
-                    continue
-                size = min(window, h2.max_outbound_frame_size)
-                piece = out[0]
-                if len(piece) > size:
-                    view = memoryview(piece)
-                    out[0] = view[size:]
-                    piece = view[:size]
-                else:
-                    out.popleft()
-                stream.out_size -= len(piece)
-                stream.last_progress = now
-                end = stream.end_queued and not out and stream.trailers is None
-                h2.send_data_fast(stream_id, piece, end)
-                if stream.write_paused and stream.out_size <= STREAM_HIGH_WATER:
-                    stream.wake_writers()
-                ready.popleft()
-                if end:
-                    self._ended(stream)
-                elif out or stream.end_queued:
-                    ready.append(stream)
-                continue
-            ready.popleft()
-            if stream.end_queued:
-                if stream.trailers is not None:
-                    h2.send_headers(stream_id, stream.trailers, end_stream=True)
-                else:
-                    h2.end_stream(stream_id)
-                self._ended(stream)
-        if (ready or self._blocked) and self._stall_timer is None:
-            self._stall_timer = self.loop.call_later(
-                self.limits.flow_control_timeout, self._on_stall_check
-            )
-
-    def _ended(self, stream: H2Stream) -> None:
-        """END_STREAM is queued for `stream`: its response is complete."""
-        stream.end_sent = True
-        stream.wake_writers()
-        cycle = stream.cycle
-        if self.settings.access_log and type(cycle) is HTTPCycle:
-            scope = cycle.scope
-            target = scope["raw_path"].decode("ascii", "replace")
-            if scope["query_string"]:
-                target += "?" + scope["query_string"].decode("ascii", "replace")
-            log_access(scope["client"], scope["method"], target, cycle.status, stream.resp_bytes)
-        if stream.ws is not None:
-            if stream.remote_closed:
-                self._finish(stream)
-            return
-        if type(cycle) is WebSocketCycle:
-            cycle.on_disconnect()  # refused with an HTTP response: the WebSocket is over
-        if not stream.remote_closed:
-            # A complete response while the request is still open: ask the client to stop
-            # sending without error (RFC 9113 8.1).
-            stream.closed = True
-            with contextlib.suppress(ProtocolError):
-                self._h2.reset_stream(stream.stream_id, ErrorCodes.NO_ERROR)
-        self._maybe_done(stream)
-
-    def _finish(self, stream: H2Stream) -> None:
-        """Both ends of a WebSocket stream are closed."""
-        stream.lost()
-        self._maybe_done(stream)
-
-    def _on_window_updated(self, stream_id: int) -> None:
-        blocked = self._blocked
-        if not blocked:
-            if self._ready:
-                self._schedule_flush()
-            return
-        if stream_id == 0:
-            self._ready.extend(blocked)
-            blocked.clear()
-        else:
-            stream = self._streams.get(stream_id)
-            if stream is None or stream not in blocked:
-                return
-            blocked.discard(stream)
-            self._ready.append(stream)
-        self._schedule_flush()
-
-    def credit(self, stream: H2Stream, size: int) -> None:
-        """The app has taken `size` flow-controlled bytes of `stream`'s request body."""
-        if size and not self._closing:
-            self._credit_now(stream.stream_id, size)
-            self._schedule_flush()
-
-    def _credit_now(self, stream_id: int, size: int) -> None:
-        if size:
-            with contextlib.suppress(ProtocolError):
-                self._h2.acknowledge_received_data(size, stream_id)
-
-    def reset(self, stream: H2Stream, code: int = ErrorCodes.INTERNAL_ERROR) -> None:
-        """Reset `stream` from our side (the app failed mid-response, or a WebSocket abort)."""
-        if stream.closed:
-            return
-        if stream.head is not None or stream.out:
-            # What the app did send goes out first (its headers before its body), then the
-            # reset: the client sees a response cut short.
-            stream.end_queued = False
-            self._pump_one(stream)
-        with contextlib.suppress(ProtocolError):
-            self._h2.reset_stream(stream.stream_id, code)
-        stream.lost()  # closes it, and tells its app
-        self._blocked.discard(stream)
-        self._maybe_done(stream)
-        self._schedule_flush()
-
-    def _pump_one(self, stream: H2Stream) -> None:
-        h2 = self._h2
-        head, stream.head = stream.head, None
-        if head is not None:
-            try:
-                h2.send_headers_fast(stream.stream_id, head, False)
-            except ProtocolError:
-                return
-        while stream.out:
-            window = min(h2.local_flow_control_window(stream.stream_id), h2.max_outbound_frame_size)
-            if window <= 0:
-                return
-            piece = stream.out.popleft()
-            if len(piece) > window:
-                stream.out.appendleft(piece[window:])
-                piece = piece[:window]
-            with contextlib.suppress(ProtocolError):
-                h2.send_data(stream.stream_id, piece)
-
     def cycle_finished(self, stream: H2Stream) -> None:
         """The app call for `stream` has returned."""
         stream.app_done = True
@@ -736,25 +496,6 @@ class HTTP2Connection(asyncio.Protocol):
             return
         self._goaway(ErrorCodes.NO_ERROR)
         self._close()
-
-    def _on_stall_check(self) -> None:
-        self._stall_timer = None
-        if self._closing:
-            return
-        timeout = self.limits.flow_control_timeout
-        now = self.loop.time()
-        waiting = [s for s in (*self._ready, *self._blocked) if not s.finished]
-        for stream in waiting:
-            if not stream.last_progress:
-                stream.last_progress = now
-            elif now - stream.last_progress >= timeout:
-                error_logger.info(
-                    "HTTP/2 stream %d made no progress for %ss: reset", stream.stream_id, timeout
-                )
-                self.reset(stream, ErrorCodes.CANCEL)
-        if any(not s.finished for s in (*self._ready, *self._blocked)):
-            self._stall_timer = self.loop.call_later(timeout / 2, self._on_stall_check)
-        self._flush()
 
     def _calm(self, reason: str) -> None:
         """The peer overspent a budget: GOAWAY ENHANCE_YOUR_CALM and close."""
