@@ -19,7 +19,7 @@ from laurelin.config import Config
 from laurelin.importer import ASGIApp
 from laurelin.listeners import describe_socket
 from laurelin.logs import access_logger
-from laurelin.protocols.http1 import HTTP1Connection
+from laurelin.protocols.http1 import HTTP1Connection, HTTP1TLSConnection
 from laurelin.protocols.http1_encoding import (
     DateHeader,
     default_header_names,
@@ -139,7 +139,7 @@ class Server:
                 )
             else:
                 server = await loop.create_server(
-                    partial(HTTP1Connection, settings, tls),
+                    partial(HTTP1TLSConnection, settings, tls),
                     sock=sock,
                     backlog=config.backlog,
                     ssl=tls.context,

@@ -36,8 +36,9 @@ from laurelin.asgi.websocket import WebSocketCycle
 from laurelin.logs import error_logger, log_access
 from laurelin.protocols.http1_encoding import CONTINUE
 from laurelin.protocols.http1_response import ResponseWriter, default_lines
-from laurelin.protocols.http2 import PREFACE, H2Upgrade, HTTP2Connection
-from laurelin.protocols.websocket import WebSocketConnection
+from laurelin.protocols.http2 import PREFACE, H2Upgrade, HTTP2Connection, HTTP2TLSConnection
+from laurelin.protocols.tls_reads import TLSReads
+from laurelin.protocols.websocket import WebSocketConnection, WebSocketTLSConnection
 from laurelin.protocols.write_flow import WriteFlow
 from laurelin.protocols.ws_handshake import (
     check_upgrade,
@@ -98,7 +99,7 @@ class _PendingUpgrade:
         self.early = bytearray()  # what the client sent after its handshake request
 
 
-class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
+class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
     """One client connection speaking HTTP/1.x; the sink of its requests' ASGI cycles."""
 
     __slots__ = (
@@ -235,7 +236,9 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        conn = HTTP2Connection(self.settings, self.peer)
+        conn = (HTTP2Connection if self._tls is None else HTTP2TLSConnection)(
+            self.settings, self.peer
+        )
         self.settings.connections.discard(self)
         transport = self.transport
         transport.set_protocol(conn)
@@ -575,7 +578,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
                 headers,
             )
         )
-        conn = WebSocketConnection(
+        conn = (WebSocketConnection if self._tls is None else WebSocketTLSConnection)(
             settings, transport, cycle, pending.framing, bytes(pending.early)
         )
         self._ws = None
@@ -818,6 +821,12 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.Protocol):
             self._start_next()
         if rest:
             self.data_received(rest)
+
+
+class HTTP1TLSConnection(HTTP1Connection, TLSReads):
+    """HTTP1Connection on a TLS listener (reads through protocols/tls_reads.py)."""
+
+    __slots__ = ()
 
 
 def _split_target(url: bytes, method: str) -> tuple[bytes, bytes]:

@@ -48,6 +48,7 @@ from laurelin.protocols.http2_stream import (
     H2Stream,
     StreamTransport,
 )
+from laurelin.protocols.tls_reads import TLSReads
 from laurelin.protocols.websocket import WebSocketConnection
 from laurelin.protocols.ws_handshake import (
     HANDSHAKE_HEADERS,
@@ -72,7 +73,7 @@ _METHODS = {
 _VERSION_HEADER = [(b"sec-websocket-version", b"13")]
 
 
-class HTTP2Connection(StreamOutput, asyncio.Protocol):
+class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
     """One client connection speaking HTTP/2."""
 
     __slots__ = (
@@ -564,3 +565,9 @@ class HTTP2Connection(StreamOutput, asyncio.Protocol):
 _UPGRADE_HEADERS = frozenset(
     {b"connection", b"upgrade", b"http2-settings", b"keep-alive", b"proxy-connection", b"te"}
 )
+
+
+class HTTP2TLSConnection(HTTP2Connection, TLSReads):
+    """HTTP2Connection on a TLS transport (reads through protocols/tls_reads.py)."""
+
+    __slots__ = ()

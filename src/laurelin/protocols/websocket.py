@@ -24,6 +24,7 @@ except ImportError:  # the C speedups are missing on this platform
     from websockets.utils import apply_mask
 
 from laurelin.asgi.websocket import ABNORMAL_CLOSURE, INTERNAL_ERROR, WebSocketCycle
+from laurelin.protocols.tls_reads import TLSReads
 from laurelin.protocols.write_flow import WriteFlow
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ _HEAD64 = struct.Struct("!BBQ")
 _JOIN_LIMIT = 16384
 
 
-class WebSocketConnection(WriteFlow, asyncio.Protocol):
+class WebSocketConnection(WriteFlow, asyncio.BaseProtocol):
     """One accepted WebSocket: the transport's protocol after the handshake, and the sink of
     its WebSocketCycle."""
 
@@ -496,3 +497,9 @@ class WebSocketConnection(WriteFlow, asyncio.Protocol):
         task = self.cycle.task
         if task is not None and not task.done():
             task.cancel()
+
+
+class WebSocketTLSConnection(WebSocketConnection, TLSReads):
+    """WebSocketConnection on a TLS transport (reads through protocols/tls_reads.py)."""
+
+    __slots__ = ()
