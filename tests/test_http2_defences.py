@@ -562,22 +562,28 @@ def test_stream_limit_before_the_client_acks_our_settings(
 def test_reset_streams_whose_app_runs_still_count(
     run_server: Callable[..., ServerProcess],
 ) -> None:
-    """Resetting a stream does not free its slot while its app is still running: otherwise a
-    client could reset and reopen to run any number of apps at once (CVE-2023-44487)."""
+    """A reset stream whose app still runs no longer counts against the advertised limit (RFC
+    9113 5.1.2 counts open streams), but running apps stay capped at twice the limit: a client
+    cannot reset and reopen to run any number of apps at once (CVE-2023-44487)."""
     server = run_server(APP, "--h2-max-concurrent-streams", "5")
     tag = uuid.uuid4().hex
+    second = tuple(sid + 10 for sid in HELD)
     with connected(server.port) as client:
-        client.send(b"".join(client.request(sid, f"/late?tag={tag}") for sid in HELD))
-        wait_events(server, tag, "started", len(HELD))
-        client.send(b"".join(RstStreamFrame(sid, error_code=CANCEL).serialize() for sid in HELD))
-        client.send(client.request(11, f"/late?tag={tag}"))
-        refused = client.response(11)
-        assert refused.reset == REFUSED_STREAM, f"stream past 5 running apps: {refused}"
+        for batch in (HELD, second):
+            client.send(b"".join(client.request(sid, f"/late?tag={tag}") for sid in batch))
+            client.send(
+                b"".join(RstStreamFrame(sid, error_code=CANCEL).serialize() for sid in batch)
+            )
+        wait_events(server, tag, "started", 2 * len(HELD))
+        probe = second[-1] + 2
+        client.send(client.request(probe, f"/late?tag={tag}"))
+        refused = client.response(probe)
+        assert refused.reset == REFUSED_STREAM, f"stream past 10 running apps: {refused}"
         # Once the apps are done, their slots are free again.
         release(server, tag)
-        wait_events(server, tag, "send-raised", len(HELD))
+        wait_events(server, tag, "send-raised", 2 * len(HELD))
         deadline = time.monotonic() + 10
-        sid = 13
+        sid = probe + 2
         while True:
             client.send(client.request(sid))
             answer = client.response(sid)

@@ -151,7 +151,7 @@ def log_access(
         '%s - - [%s] "%s %s" %d %d',
         format_client(client),
         log_date(),
-        method,
+        escape(method),
         escape(target),
         status,
         size,

@@ -198,6 +198,8 @@ class HTTPCycle:
 
     def feed_eof(self) -> None:
         """The request body is complete."""
+        if self.disconnected:
+            return  # cut short (e.g. 413): what the app got must not look complete
         self.more_body = False
         if self._waiter is not None:
             self._wake()

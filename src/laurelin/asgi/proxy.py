@@ -136,8 +136,9 @@ def split_host_port(node: str) -> tuple[str, int | None]:
     if node.startswith("["):
         host, _, rest = node[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else ""
-        return host, int(port) if port.isdigit() else None
+        return host, int(port) if port.isascii() and port.isdigit() else None
     if node.count(":") == 1:
         host, _, port = node.partition(":")
-        return host, int(port) if port.isdigit() else None
+        # isascii(): str.isdigit() takes "²" for a digit, and int() does not.
+        return host, int(port) if port.isascii() and port.isdigit() else None
     return node, None

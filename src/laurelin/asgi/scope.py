@@ -8,6 +8,7 @@
 # (protocols/http1.py: llhttp already refuses the CTLs, the adapter checks the rest).
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import unquote
 
@@ -15,6 +16,11 @@ from laurelin.asgi.context import ASGI_VERSION, PeerInfo, ServerContext
 from laurelin.asgi.proxy import parse_forwarded, pick_client, pick_index, split_host_port
 
 Headers = list[tuple[bytes, bytes]]
+
+# RFC 9112 3.2 / RFC 3986 3.2.2: a Host value (HTTP/2: :authority), uri-host [ ":" port ].
+HOST_VALUE = re.compile(rb"[A-Za-z0-9\-._~%!$&'()*+,;=:\[\]]*")
+# RFC 9110 9.1: a method is a token.
+METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class BadRequest(Exception):

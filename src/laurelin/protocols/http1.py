@@ -21,7 +21,6 @@ import asyncio
 import base64
 import contextlib
 import logging
-import re
 import socket
 import struct
 from collections import deque
@@ -31,7 +30,7 @@ import httptools
 
 from laurelin.asgi.context import PeerInfo
 from laurelin.asgi.http import EARLY_HINT, TRAILERS, HTTPCycle
-from laurelin.asgi.scope import BadRequest, build_http_scope, websocket_scope
+from laurelin.asgi.scope import HOST_VALUE, BadRequest, build_http_scope, websocket_scope
 from laurelin.asgi.websocket import WebSocketCycle
 from laurelin.logs import error_logger, log_access
 from laurelin.protocols.http1_encoding import CONTINUE
@@ -73,7 +72,6 @@ _NEL = 0x85
 _SLASH = ord("/")
 _HASH = ord("#")
 # RFC 9112 3.2 / RFC 3986 3.2.2: uri-host [ ":" port ], possibly empty.
-_HOST_VALUE = re.compile(rb"[A-Za-z0-9\-._~%!$&'()*+,;=:\[\]]*")
 _METHODS = {
     m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")
 }
@@ -388,7 +386,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             return
         if name == b"host":
             self._hosts += 1
-            if _HOST_VALUE.fullmatch(value) is None:
+            if HOST_VALUE.fullmatch(value) is None:
                 raise BadRequest("invalid Host header")
         elif name == b"transfer-encoding":
             self._transfer_encoding = True
@@ -487,6 +485,11 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             # next request (that would be request smuggling).
             length = _content_length(headers)
             if self._transfer_encoding:
+                # llhttp checks the codings only of a body it reads: RFC 9112 6.3 wants chunked
+                # last, or the length of the body is unknown.
+                codings = b",".join(v for n, v in headers if n == b"transfer-encoding")
+                if codings.rsplit(b",", 1)[-1].strip().lower() != b"chunked":
+                    raise BadRequest("Transfer-Encoding does not end with chunked")
                 self._upgrade_body = b"transfer-encoding: chunked\r\n"
             elif length:
                 self._upgrade_body = b"content-length: %d\r\n" % length

@@ -41,7 +41,12 @@ from laurelin.asgi.scope import BadRequest, build_http_scope, websocket_scope
 from laurelin.asgi.websocket import WebSocketCycle
 from laurelin.logs import error_logger
 from laurelin.protocols.http2_headers import Malformed, RequestHead, parse_request
-from laurelin.protocols.http2_limits import CONNECTION_WINDOW, STREAM_WINDOW, Budget
+from laurelin.protocols.http2_limits import (
+    BUDGET_WINDOW,
+    CONNECTION_WINDOW,
+    STREAM_WINDOW,
+    Budget,
+)
 from laurelin.protocols.http2_machine import H2Machine
 from laurelin.protocols.http2_output import StreamOutput
 from laurelin.protocols.http2_stream import (
@@ -71,6 +76,13 @@ _METHODS = {
     m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")
 }
 _VERSION_HEADER = [(b"sec-websocket-version", b"13")]
+# Seconds a closing connection has to take what is left in our send buffer.
+CLOSE_DEADLINE = 5.0
+# Why a new stream is refused (HTTP2Connection._refusal).
+_OVER_LIMIT, _LINGERING, _DRAINING = 1, 2, 3
+# Bytes a client may send on an RFC 8441 stream before its app has accepted; then its window
+# is no longer credited until the app has.
+WS_EARLY_LIMIT = 65536
 
 
 class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
@@ -116,8 +128,8 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
         self._idle_deadline = 0.0
         clock = self.loop.time
         limits = self.limits
-        self._reset_budget = Budget(limits.max_resets, 10.0, clock)
-        self._control_budget = Budget(limits.max_control_frames, 10.0, clock)
+        self._reset_budget = Budget(limits.max_resets, BUDGET_WINDOW, clock)
+        self._control_budget = Budget(limits.max_control_frames, BUDGET_WINDOW, clock)
 
     # -- starting ------------------------------------------------------------------------------
 
@@ -156,6 +168,8 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
         self._arm_idle()
         if upgrade is not None:
             self._upgraded_request(upgrade)
+        if self.settings.draining:
+            self.shutdown()  # started as the server began to drain (a late TLS handshake)
         if data:
             self.data_received(data)
         else:
@@ -178,12 +192,15 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
             self._close()
             return
         self._in_receive = True
+        # The PRIORITY data of a HEADERS frame comes as an event of its own: not a control frame.
+        request_priority = None
         try:
             for event in events:
                 kind = type(event)
                 if kind is DataReceived:
                     self._on_data(event)
                 elif kind is RequestReceived:
+                    request_priority = event.priority_updated
                     self._on_request(event)
                 elif kind is StreamEnded:
                     self._on_stream_ended(event.stream_id)
@@ -196,12 +213,18 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
                     if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
                         self._on_window_updated(0)
                 elif kind is ConnectionTerminated:
+                    if event.error_code != ErrorCodes.NO_ERROR:
+                        self.abort()  # the client gave up on the connection: so do we
+                        break
                     self._draining = True
                     if not self._streams:
                         self._close()
                 elif kind is TrailersReceived:
                     pass  # request trailers are not passed on (ASGI has no message for them)
-                elif kind in (PingReceived, PriorityUpdated, UnknownFrameReceived):
+                elif kind is PriorityUpdated:
+                    if event is not request_priority:
+                        self._control_frame()
+                elif kind is PingReceived or kind is UnknownFrameReceived:
                     self._control_frame()
                 if self._closing:
                     break
@@ -245,9 +268,12 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
     def _on_request(self, event: RequestReceived) -> None:
         stream_id = event.stream_id
         self._last_stream_id = stream_id
-        if self._draining or len(self._streams) >= self.limits.max_concurrent_streams:
-            self._refuse_stream(stream_id)
-            return
+        streams = self._streams
+        if self._draining or len(streams) >= self.limits.max_concurrent_streams:
+            refusal = self._refusal()
+            if refusal:
+                self._refuse_stream(stream_id, charge=refusal == _OVER_LIMIT)
+                return
         stream = H2Stream(self, stream_id, False)
         self._streams[stream_id] = stream
         self._idle_deadline = 0.0
@@ -267,6 +293,24 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
             if error_logger.isEnabledFor(logging.DEBUG):
                 error_logger.debug("Refusing stream %d with %d: %s", stream_id, exc.status, exc)
             self.respond_error(stream, exc.status, exc.headers)
+        except Exception:
+            # A bug of ours must cost this stream, not the connection's other streams.
+            error_logger.exception("Error starting the request on HTTP/2 stream %d", stream_id)
+            if stream.cycle is None:
+                self.respond_error(stream, 500)
+
+    def _refusal(self) -> int:
+        """Why a new stream cannot open now (0: it can). Over the advertised limit counts only
+        streams still open in the protocol (RFC 9113 5.1.2); streams whose response is done but
+        whose app still runs (background work) are capped separately, higher."""
+        if self._draining:
+            return _DRAINING
+        limit = self.limits.max_concurrent_streams
+        streams = self._streams.values()
+        open_now = sum(1 for s in streams if not (s.closed or (s.end_sent and s.remote_closed)))
+        if open_now >= limit:
+            return _OVER_LIMIT
+        return _LINGERING if len(streams) >= 2 * limit else 0
 
     def _begin(self, stream: H2Stream, head: RequestHead) -> None:
         """Build the scope and start the app for a new request stream."""
@@ -295,11 +339,13 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
         if protocol:
             self._begin_websocket(stream, scope, protocol, headers)
             return
-        limit = settings.limit_max_body_size
-        if limit is not None:
-            for name, value in headers:
-                if name == b"content-length" and value.isdigit() and int(value) > limit:
-                    raise BadRequest("request body too large", 413)
+        length = stream.expected_length = head.content_length
+        if length is not None:
+            if stream.remote_closed and length:
+                raise Malformed("content-length without a body")  # RFC 9113 8.1.1
+            limit = settings.limit_max_body_size
+            if limit is not None and length > limit:
+                raise BadRequest("request body too large", 413)
         extensions = scope["extensions"]
         extensions[EARLY_HINT] = {}
         extensions[TRAILERS] = {}
@@ -380,18 +426,37 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
             stream.received(size)
             return
         cycle = stream.cycle
-        if type(cycle) is not HTTPCycle or cycle.response_complete:
+        if type(cycle) is not HTTPCycle:
+            if type(cycle) is WebSocketCycle:
+                self._early_frames(stream, data, size)
+            else:
+                self._credit_now(stream_id, size)
+            return
+        received = stream.body_received = stream.body_received + len(data)
+        if stream.expected_length is not None and received > stream.expected_length:
+            self.reset(stream, ErrorCodes.PROTOCOL_ERROR)  # RFC 9113 8.1.1: malformed
+            return
+        if cycle.response_complete or cycle.disconnected:
             self._credit_now(stream_id, size)  # answered already: what is in flight is dropped
             return
         limit = self.settings.limit_max_body_size
-        if limit is not None:
-            stream.body_received += len(data)
-            if stream.body_received > limit:
-                self._credit_now(stream_id, size)
+        if limit is not None and received > limit:
+            self._credit_now(stream_id, size)
+            if cycle.response_started:
+                self.reset(stream, ErrorCodes.CANCEL)
+            else:
                 cycle.fail_request(413)
-                return
+            return
         if data:
             cycle.feed_body(data)
+        stream.received(size)
+
+    def _early_frames(self, stream: H2Stream, data: bytes, size: int) -> None:
+        """WebSocket frames sent before the app accepted: held for it (RFC 8441 lets a client
+        send them at once), up to a bound; past it the stream's window stays shut."""
+        stream.ws_early += data
+        if len(stream.ws_early) > WS_EARLY_LIMIT:
+            stream.read_paused = True
         stream.received(size)
 
     def _on_stream_ended(self, stream_id: int) -> None:
@@ -406,6 +471,10 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
             return
         cycle = stream.cycle
         if type(cycle) is HTTPCycle:
+            expected = stream.expected_length
+            if expected is not None and stream.body_received != expected:
+                self.reset(stream, ErrorCodes.PROTOCOL_ERROR)  # RFC 9113 8.1.1: malformed
+                return
             cycle.feed_eof()
 
     def _on_reset(self, stream_id: int) -> None:
@@ -443,8 +512,10 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
             else:
                 self._arm_idle()
 
-    def _refuse_stream(self, stream_id: int) -> None:
-        if not self._reset_budget.spend():
+    def _refuse_stream(self, stream_id: int, charge: bool) -> None:
+        """REFUSED_STREAM; `charge`: the client went past the limit we announced, which spends
+        its reset budget (a rapid-reset attack may refuse streams instead of resetting them)."""
+        if charge and not self._reset_budget.spend():
             self._calm("too many streams refused")
             return
         with contextlib.suppress(ProtocolError):
@@ -470,16 +541,23 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
         transport = StreamTransport(stream)
         framing: ServerProtocol = stream.framing
         stream.framing = None
-        conn = WebSocketConnection(self.settings, transport, cycle, framing, b"")
+        early, stream.ws_early = bytes(stream.ws_early), bytearray()
+        conn = WebSocketConnection(self.settings, transport, cycle, framing, early)
         transport.set_protocol(conn)
         stream.ws = conn
         self.settings.connections.add(conn)
         self.want_send(stream)
+        if stream.read_paused:
+            stream.resume_reading()  # the early frames are the connection's now
+        if stream.remote_closed:
+            self.loop.call_soon(conn.eof_received)  # the client ended it before the accept
         return conn
 
     # -- timers, errors and closing ------------------------------------------------------------
 
     def _arm_idle(self) -> None:
+        if self._lost:
+            return
         timeout = self.limits.idle_timeout
         self._idle_deadline = deadline = self.loop.time() + timeout
         timer = self._idle_timer
@@ -526,6 +604,11 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
         self._draining = True
         if not self._lost:
             self.transport.close()
+            # A client that does not read what is left (a GOAWAY, resets) would keep the
+            # connection open for ever: dropped after a while, as HTTP/1.1 does when lingering.
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+            self._idle_timer = self.loop.call_later(CLOSE_DEADLINE, self.transport.abort)
 
     def _who(self) -> str:
         client = self.peer.client

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from laurelin.asgi.scope import BadRequest
+from laurelin.asgi.scope import HOST_VALUE, METHOD, BadRequest
 
 # RFC 9113 8.2.2: HTTP/1.1 connection-specific fields are malformed in HTTP/2.
 _CONNECTION_SPECIFIC = frozenset(
@@ -18,6 +18,9 @@ _CONNECTION_SPECIFIC = frozenset(
 )
 # RFC 9113 8.2.1: no 0x00-0x20, no uppercase, no 0x7f-0xff, and no colon (but pseudo-headers').
 _NAME = re.compile(rb"[^\x00-\x20A-Z:\x7f-\xff]+")
+# RFC 9112 3.2: no space or control character in a request target (bytes above 0x7f get
+# Daphne's 400 from the scope).
+_PATH_BAD = re.compile(rb"[\x00-\x20\x7f]")
 _VALID_NAMES: set[bytes] = set()
 _VALID_NAMES_MAX = 4096
 _CR, _LF, _NUL, _SP, _HTAB, _NEL, _UNDERSCORE = 13, 10, 0, 32, 9, 0x85, ord("_")
@@ -30,7 +33,16 @@ class Malformed(Exception):
 class RequestHead:
     """The pseudo-headers and regular fields of one request."""
 
-    __slots__ = ("authority", "fields", "intermediary", "method", "path", "protocol", "scheme")
+    __slots__ = (
+        "authority",
+        "content_length",
+        "fields",
+        "intermediary",
+        "method",
+        "path",
+        "protocol",
+        "scheme",
+    )
 
     def __init__(self) -> None:
         self.method = b""
@@ -39,6 +51,7 @@ class RequestHead:
         self.path = b""
         self.protocol = b""
         self.fields: list[tuple[bytes, bytes]] = []
+        self.content_length: int | None = None
         # A Daphne-Root-Path or proxy header was seen: the scope must look at the fields.
         self.intermediary = False
 
@@ -91,8 +104,8 @@ def parse_request(
             continue
         if name in notable:
             if name == b"host":
-                if host is not None:
-                    raise Malformed("repeated host header")
+                if host is not None or HOST_VALUE.fullmatch(value) is None:
+                    raise Malformed("invalid or repeated host header")
                 host = value
             elif name == b"te":
                 if value != b"trailers":
@@ -106,6 +119,12 @@ def parse_request(
             else:
                 cookies.append(value)
             continue
+        elif name == b"content-length":
+            if not (value.isascii() and value.isdigit()) or (
+                head.content_length is not None and head.content_length != int(value)
+            ):
+                raise Malformed(f"invalid content-length {value!r}")
+            head.content_length = int(value)
         fields.append((name, value))
     _check_pseudo(head)
     if len(fields) + dropped > max_fields:
@@ -147,9 +166,16 @@ def _pseudo(head: RequestHead, name: bytes, value: bytes) -> None:
 
 
 def _check_pseudo(head: RequestHead) -> None:
-    """RFC 9113 8.3.1 and RFC 8441 4: which pseudo-headers a request must (not) have."""
+    """RFC 9113 8.3.1 and RFC 8441 4: which pseudo-headers a request must (not) have, and what
+    their values may be (the rules HTTP/1.1's parser applies to the request line and Host)."""
     if not head.method:
         raise Malformed("no :method")
+    if METHOD.fullmatch(head.method) is None:
+        raise Malformed(f"invalid :method {head.method!r}")
+    if head.path and _PATH_BAD.search(head.path) is not None:
+        raise Malformed("space or control character in :path")
+    if head.authority and HOST_VALUE.fullmatch(head.authority) is None:
+        raise Malformed(f"invalid :authority {head.authority!r}")
     if head.method == b"CONNECT":
         if not head.authority:
             raise Malformed("CONNECT without :authority")

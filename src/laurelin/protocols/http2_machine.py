@@ -1,10 +1,13 @@
 # laurelin.protocols.http2_machine — the h2 library's connection, adapted to a server's needs.
 #
 # `H2Machine` is h2's H2Connection (the RFC 9113 state machine, framing and flow-control
-# windows) with four changes, each kept small because each leans on h2 4.x internals:
+# windows) with these changes, each kept small because each leans on h2 4.4 internals (hence
+# the pin in pyproject.toml):
 # - the concurrent-stream limit is left to protocols/http2.py, which refuses the one stream
 #   too many (REFUSED_STREAM, RFC 9113 5.1.2) where h2 would end the whole connection;
 # - a client's GOAWAY(NO_ERROR) does not stop the answers to its requests in flight (6.8);
+# - a request body that does not match its Content-Length resets that stream only (8.1.1;
+#   HTTP2Connection checks it), where h2 would end the connection;
 # - the client's first frame must be SETTINGS (3.4), and a frame longer than our
 #   SETTINGS_MAX_FRAME_SIZE is known as such from its header (4.2), not once all of it has been
 #   buffered;
@@ -79,6 +82,15 @@ class H2Machine(H2Connection):
             self._settings_seen = True
         return super()._receive_frame(frame)
 
+    def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
+        frames, events = super()._receive_headers_frame(frame)
+        # A body that does not match its Content-Length is malformed, a stream error (RFC 9113
+        # 8.1.1), which HTTP2Connection checks; h2's own check would end the whole connection.
+        stream = self.streams.get(frame.stream_id)
+        if stream is not None:
+            stream._expected_content_length = None
+        return frames, events
+
     def oversized_frame_pending(self) -> bool:
         """Whether the partly received frame is longer than SETTINGS_MAX_FRAME_SIZE allows."""
         pending = self.incoming_buffer._data
@@ -114,6 +126,7 @@ class H2Machine(H2Connection):
 
         Raises:
             ProtocolError: the connection or the stream can no longer send.
+            KeyError: h2 has already forgotten the stream (closed and swept).
         """
         if self.state_machine.state is ConnectionState.CLOSED:
             raise ProtocolError("the connection is closed")
@@ -146,6 +159,7 @@ class H2Machine(H2Connection):
 
         Raises:
             ProtocolError: the connection or the stream can no longer send.
+            KeyError: h2 has already forgotten the stream (closed and swept).
         """
         if self.state_machine.state is ConnectionState.CLOSED:
             raise ProtocolError("the connection is closed")

@@ -60,9 +60,11 @@ class StreamOutput:
     _draining: bool
     _lost: bool
 
-    def _maybe_done(self, stream: H2Stream) -> None: ...
+    if TYPE_CHECKING:
 
-    def _close(self) -> None: ...
+        def _maybe_done(self, stream: H2Stream) -> None: ...
+
+        def _close(self) -> None: ...
 
     def response_headers(
         self, status: int, headers: list[tuple[bytes, bytes]]
@@ -74,8 +76,8 @@ class StreamOutput:
         defaults = settings.default_header_names
         override: set[bytes] | None = None
         for name, value in headers:
-            if name in CONNECTION_HEADERS:
-                continue
+            if name in CONNECTION_HEADERS or (status == 204 and name == b"content-length"):
+                continue  # the last: RFC 9110 8.6
             if name in defaults or name == b"date":
                 if override is None:
                     override = set()
@@ -97,7 +99,10 @@ class StreamOutput:
             return
         fields = [(b":status", STATUS[status])]
         fields += [(n, v) for n, v in headers if n not in CONNECTION_HEADERS]
-        self._h2.send_headers(stream.stream_id, fields)
+        try:
+            self._h2.send_headers(stream.stream_id, fields)
+        except ProtocolError:
+            return  # h2 saw the stream reset in the same read that started its app
         self._schedule_flush()
 
     def respond_error(
@@ -113,8 +118,16 @@ class StreamOutput:
     def want_send(self, stream: H2Stream) -> None:
         """`stream` has output queued."""
         if stream not in self._blocked and stream not in self._ready:
+            stream.last_progress = self.loop.time()  # waiting from now, not since its last send
             self._ready.append(stream)
+            if self._stall_timer is None:
+                self._arm_stall_check()
         self._schedule_flush()
+
+    def _arm_stall_check(self) -> None:
+        self._stall_timer = self.loop.call_later(
+            self.limits.flow_control_timeout / 2, self._on_stall_check
+        )
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled and not self._in_receive:
@@ -138,7 +151,6 @@ class StreamOutput:
 
     def _pump(self) -> None:
         """Frame queued output, one DATA frame per stream in turn, while the windows allow."""
-        h2 = self._h2
         ready = self._ready
         now = self.loop.time()
         while ready and not self.write_paused:
@@ -146,55 +158,69 @@ class StreamOutput:
             if stream.closed or stream.end_sent:
                 ready.popleft()
                 continue
-            stream_id = stream.stream_id
-            if stream.head is not None:
-                head, stream.head = stream.head, None
-                end = stream.end_queued and not stream.out and stream.trailers is None
-                h2.send_headers_fast(stream_id, head, end)
-                if end:
+            try:
+                if not self._pump_stream(stream, now):
+                    break  # the whole connection waits for the peer's WINDOW_UPDATE
+            except (ProtocolError, KeyError):
+                # h2 has closed or forgotten the stream (the client reset it in the same read
+                # that started its app): nothing more can be sent on it.
+                if ready and ready[0] is stream:
                     ready.popleft()
-                    self._ended(stream)
-                    continue
-            out = stream.out
-            if out:
-                window = h2.local_flow_control_window(stream_id)
-                if window <= 0:
-                    if h2.outbound_flow_control_window <= 0:
-                        break  # the whole connection waits for the peer's WINDOW_UPDATE
-                    ready.popleft()
-                    self._blocked.add(stream)
-                    continue
-                size = min(window, h2.max_outbound_frame_size)
-                piece = out[0]
-                if len(piece) > size:
-                    view = memoryview(piece)
-                    out[0] = view[size:]
-                    piece = view[:size]
-                else:
-                    out.popleft()
-                stream.out_size -= len(piece)
-                stream.last_progress = now
-                end = stream.end_queued and not out and stream.trailers is None
-                h2.send_data_fast(stream_id, piece, end)
-                if stream.write_paused and stream.out_size <= STREAM_HIGH_WATER:
-                    stream.wake_writers()
+                stream.lost()
+                self._maybe_done(stream)
+
+    def _pump_stream(self, stream: H2Stream, now: float) -> bool:
+        """One turn of `stream`, first in line: its headers, one DATA frame, or its end. False
+        when the whole connection must wait for the peer's WINDOW_UPDATE."""
+        h2 = self._h2
+        ready = self._ready
+        stream_id = stream.stream_id
+        if stream.head is not None:
+            head, stream.head = stream.head, None
+            end = stream.end_queued and not stream.out and stream.trailers is None
+            h2.send_headers_fast(stream_id, head, end)
+            if end:
                 ready.popleft()
-                if end:
-                    self._ended(stream)
-                elif out or stream.end_queued:
-                    ready.append(stream)
-                continue
-            ready.popleft()
-            if stream.end_queued:
-                if stream.trailers is not None:
-                    h2.send_headers(stream_id, stream.trailers, end_stream=True)
-                else:
-                    h2.end_stream(stream_id)
                 self._ended(stream)
-        if (ready or self._blocked) and self._stall_timer is None:
-            self._stall_timer = self.loop.call_later(
-                self.limits.flow_control_timeout, self._on_stall_check
-            )
+                return True
+        out = stream.out
+        if out:
+            window = h2.local_flow_control_window(stream_id)
+            if window <= 0:
+                if h2.outbound_flow_control_window <= 0:
+                    return False
+                ready.popleft()
+                stream.last_progress = now  # waiting for its own window from now
+                self._blocked.add(stream)
+                return True
+            size = min(window, h2.max_outbound_frame_size)
+            piece = out[0]
+            if len(piece) > size:
+                view = memoryview(piece)
+                out[0] = view[size:]
+                piece = view[:size]
+            else:
+                out.popleft()
+            stream.out_size -= len(piece)
+            stream.last_progress = now
+            end = stream.end_queued and not out and stream.trailers is None
+            h2.send_data_fast(stream_id, piece, end)
+            if stream.write_paused and stream.out_size <= STREAM_HIGH_WATER:
+                stream.wake_writers()
+            ready.popleft()
+            if end:
+                self._ended(stream)
+            elif out or stream.end_queued:
+                ready.append(stream)
+            return True
+        ready.popleft()
+        if stream.end_queued:
+            if stream.trailers is not None:
+                h2.send_headers(stream_id, stream.trailers, end_stream=True)
+            else:
+                h2.end_stream(stream_id)
+            self._ended(stream)
+        return True
 
     def _ended(self, stream: H2Stream) -> None:
         """END_STREAM is queued for `stream`: its response is complete."""
@@ -217,6 +243,7 @@ class StreamOutput:
             # A complete response while the request is still open: ask the client to stop
             # sending without error (RFC 9113 8.1).
             stream.closed = True
+            stream.release_credit()
             with contextlib.suppress(ProtocolError):
                 self._h2.reset_stream(stream.stream_id, ErrorCodes.NO_ERROR)
         self._maybe_done(stream)
@@ -286,6 +313,7 @@ class StreamOutput:
             if len(piece) > window:
                 stream.out.appendleft(piece[window:])
                 piece = piece[:window]
+            stream.out_size -= len(piece)
             with contextlib.suppress(ProtocolError):
                 h2.send_data(stream.stream_id, piece)
 
@@ -297,13 +325,14 @@ class StreamOutput:
         now = self.loop.time()
         waiting = [s for s in (*self._ready, *self._blocked) if not s.finished]
         for stream in waiting:
-            if not stream.last_progress:
-                stream.last_progress = now
-            elif now - stream.last_progress >= timeout:
+            if now - stream.last_progress >= timeout:
                 error_logger.info(
-                    "HTTP/2 stream %d made no progress for %ss: reset", stream.stream_id, timeout
+                    "HTTP/2 stream %d could send nothing for %ss (the client's window is shut or "
+                    "it does not read): reset",
+                    stream.stream_id,
+                    timeout,
                 )
                 self.reset(stream, ErrorCodes.CANCEL)
         if any(not s.finished for s in (*self._ready, *self._blocked)):
-            self._stall_timer = self.loop.call_later(timeout / 2, self._on_stall_check)
+            self._arm_stall_check()
         self._flush()

@@ -1,12 +1,12 @@
 # laurelin.protocols.http2_stream — one HTTP/2 stream as the ASGI bridge sees it (RFC 9113 8).
 #
 # `H2Stream` is the `HTTPSink` of one request's HTTPCycle (and the `HandshakeSink` of an RFC 8441
-# WebSocket until the app accepts): it turns the response into HEADERS, DATA and trailing HEADERS
-# queued on the connection, which sends them as the peer's flow-control windows allow (fairly
-# between streams, see protocols/http2.py). Request-body flow control is credited back only as
-# the app takes the body (backpressure: a stream buffers at most its window plus the bridge's
-# high-water mark). `StreamTransport` lets a WebSocketConnection run over the stream's DATA
-# frames exactly as it runs over a TCP transport.
+# WebSocket until the app accepts): it turns the response into HEADERS, DATA and trailing
+# HEADERS queued on the connection, which sends them as the peer's flow-control windows allow
+# (fairly between streams, see protocols/http2_output.py). Request-body flow control is
+# credited back only as the app takes the body (backpressure: a stream buffers at most its
+# window plus the bridge's high-water mark). `StreamTransport` lets a WebSocketConnection run
+# over the stream's DATA frames exactly as it runs over a TCP transport.
 from __future__ import annotations
 
 import asyncio
@@ -47,6 +47,7 @@ class H2Stream:
         "end_queued",
         "end_sent",
         "expect_continue",
+        "expected_length",
         "framing",
         "head",
         "head_only",
@@ -62,6 +63,7 @@ class H2Stream:
         "trailers",
         "write_paused",
         "ws",
+        "ws_early",
         "ws_extensions",
     )
 
@@ -89,10 +91,12 @@ class H2Stream:
         self.last_progress = 0.0
         self.app_done = False
         self.body_received = 0
+        self.expected_length: int | None = None  # the request's Content-Length
         # An RFC 8441 WebSocket: its framing and agreed extensions until accepted, then its
         # connection.
         self.framing: Any = None
         self.ws_extensions: bytes | None = None
+        self.ws_early = bytearray()  # frames the client sent before the app accepted
         self.ws: WebSocketConnection | None = None
 
     # -- HTTPSink ----------------------------------------------------------------------------------
@@ -106,13 +110,13 @@ class H2Stream:
             return
         self.expect_continue = False
         self.no_body = self.head_only or status in _NO_BODY_STATUS
-        self.head = conn.response_headers(status, headers)
-        if not self.no_body:
-            for name, value in headers:
-                if name == b"content-length":
-                    if not value.isdigit():
-                        raise RuntimeError(f"Invalid Content-Length {value!r} in the response")
+        for name, value in headers:
+            if name == b"content-length":
+                if not (value.isascii() and value.isdigit()):
+                    raise RuntimeError(f"Invalid Content-Length {value!r} in the response")
+                if not self.no_body:
                     self.remaining = int(value)
+        self.head = conn.response_headers(status, headers)
 
     def write_body(self, data: bytes, more_body: bool) -> None:
         if self.closed:
@@ -147,6 +151,8 @@ class H2Stream:
         """The response's trailer fields: sent as a last HEADERS frame, ending the stream."""
         if self.closed:
             return
+        if self.remaining and not self.no_body:
+            self._check_length(0, False)
         self.trailers = [(n, v) for n, v in headers if n not in CONNECTION_HEADERS]
         self.end_queued = True
         self.conn.want_send(self)
@@ -211,11 +217,19 @@ class H2Stream:
 
     # -- the connection's side -----------------------------------------------------------------
 
+    def release_credit(self) -> None:
+        """The stream is closing: credit the connection window with what the app never took
+        (h2 credits only the connection for a closed stream)."""
+        if self._unacked:
+            unacked, self._unacked = self._unacked, 0
+            self.conn.credit(self, unacked)
+
     def lost(self) -> None:
         """The stream was reset by the peer, or the connection is gone."""
         if self.closed:
             return
         self.closed = True
+        self.release_credit()
         self.out.clear()
         self.out_size = 0
         if self.ws is not None:

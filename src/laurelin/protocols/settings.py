@@ -13,6 +13,10 @@ from laurelin.protocols.http1_encoding import DateHeader
 from laurelin.protocols.http2_limits import H2Limits
 from laurelin.protocols.ws_handshake import FramingSettings
 
+_CONNECTION_SPECIFIC = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+
 
 class ConnectionRegistry:
     """The live connections of one server; draining waits on `wait_empty()`, not a poll."""
@@ -84,11 +88,13 @@ class ConnectionSettings:
     writelines_pauses: bool = False
 
     def __post_init__(self) -> None:
+        # Connection-specific fields (RFC 9113 8.2.2) given with --header stay HTTP/1.1's.
         self.h2_default_headers = tuple(
             (name.strip().lower(), value.strip())
             for line in self.default_headers.split(b"\r\n")
             if line
             for name, _, value in [line.partition(b":")]
+            if name.strip().lower() not in _CONNECTION_SPECIFIC
         )
         self.special_header_names = self.default_header_names | {
             b"content-length",
