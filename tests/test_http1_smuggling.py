@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from conftest import ServerProcess
-from rawhttp import RawClient, build, exchange, serve
+from rawhttp import RawClient, build, chunked, exchange, serve
 
 
 @pytest.fixture(scope="module", params=["uvloop", "asyncio"])
@@ -123,6 +123,17 @@ class TestUpgradeBody:
             assert (response.status, response.body) == (200, inner)
             assert client.read_response().body == b"Hello, world!"
             assert b"SMUGGLED" not in client.receive_nothing()
+
+    @pytest.mark.parametrize("codings", [b"gzip", b"chunked, gzip"])
+    def test_upgrade_with_transfer_encoding_not_ending_in_chunked(
+        self, server: ServerProcess, codings: bytes
+    ) -> None:
+        """RFC 9112 6.3 (4): a Transfer-Encoding whose last coding is not chunked leaves the
+        body's length unknown, on a request asking for an upgrade the server does not perform
+        as on any other: 400 and close. Here the body happens to parse as chunked; reading it
+        so would serve the request that follows it."""
+        head = b"Connection: upgrade\r\nUpgrade: foo\r\nTransfer-Encoding: " + codings + b"\r\n"
+        assert_refused(server, post(head, chunked(b"hello")))
 
 
 class TestTransferEncoding:

@@ -2,9 +2,13 @@
 # (prior knowledge, `Upgrade: h2c` without a body, ALPN h2 over TLS; HTTP/1.1 still served on
 # the same port; --http 1 and --http 2), the scope an app sees over HTTP/2, many streams on one
 # connection and RST_STREAM from the client, 100-continue, app failures (500 before the
-# response, RST_STREAM INTERNAL_ERROR on that stream alone after it), bodiless responses (HEAD,
-# 204, 304), the body-size and header-count limits, GOAWAY (graceful shutdown, and one from the
-# client) with in-flight streams still answered, an h2load smoke test and the access-log line.
+# response, RST_STREAM INTERNAL_ERROR on that stream alone after it, an invalid Content-Length
+# never sent), a request whose start fails (a Forwarded port that is no number) costing its
+# stream only, bodiless responses (HEAD, 204, 304: never a Content-Length on a 204), --header
+# fields that are HTTP/1.1 connection business kept out of HTTP/2, the body-size limit (413, or
+# a reset once the response has started; never a cut-short body passed on as complete) and the
+# header-count limit, GOAWAY (graceful shutdown, and one from the client: NO_ERROR lets in-flight
+# streams finish, an error code closes at once), an h2load smoke test and the access-log line.
 # Clients: tests/h2client.py (raw h2), curl, httpx, h2load. Flow control, backpressure, big
 # transfers and fairness are tests/test_http2_flow.py.
 from __future__ import annotations
@@ -16,21 +20,25 @@ import signal
 import socket
 import ssl
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
+import h2.config
 import h2.connection
+import hpack
 import httpx
 import pytest
 import trustme
 from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
 
 from conftest import ServerProcess
 from h2client import H2Client, StreamResult
-from rawhttp import TIMEOUT, RawClient, build, events, serve
+from rawhttp import TIMEOUT, RawClient, build, events, release, serve
 
 APP = "h2_app:app"
 SETTINGS_FRAME_TYPE = 0x4
@@ -446,6 +454,104 @@ def test_exception_mid_response_resets_that_stream_only(server: ServerProcess) -
         assert client.goaway is None
 
 
+def stream_1_frames(port: int, path: str) -> list[tuple[Frame, list[tuple[bytes, bytes]]]]:
+    """The frames the server sends on stream 1 for `GET path`, with the fields of each HEADERS
+    frame decoded, read with hyperframe and hpack alone (h2's client would refuse a malformed
+    response before the test could see it), until that stream ends or is reset."""
+    machine = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    machine.initiate_connection()
+    request = [(":method", "GET"), (":scheme", "http"), (":authority", "127.0.0.1")]
+    machine.send_headers(1, [*request, (":path", path)], end_stream=True)
+    decoder = hpack.Decoder()
+    frames: list[tuple[Frame, list[tuple[bytes, bytes]]]] = []
+    buffer = bytearray()
+    deadline = time.monotonic() + TIMEOUT
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(machine.data_to_send())
+        while True:
+            while len(buffer) >= 9:
+                frame, length = Frame.parse_frame_header(memoryview(bytes(buffer[:9])))
+                if len(buffer) < 9 + length:
+                    break
+                frame.parse_body(memoryview(bytes(buffer[9 : 9 + length])))
+                del buffer[: 9 + length]
+                fields: list[tuple[bytes, bytes]] = []
+                if isinstance(frame, HeadersFrame):  # (small: never continued here)
+                    fields = [(bytes(n), bytes(v)) for n, v in decoder.decode(frame.data, raw=True)]
+                if frame.stream_id == 1:
+                    frames.append((frame, fields))
+                    if isinstance(frame, RstStreamFrame) or "END_STREAM" in frame.flags:
+                        return frames
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"stream 1 never ended: {frames}"
+            sock.settimeout(remaining)
+            data = sock.recv(1 << 16)
+            assert data, f"the connection closed before stream 1 ended: {frames}"
+            buffer += data
+
+
+@pytest.mark.parametrize("value", ["1x", "-1", "1 2"])
+def test_invalid_response_content_length_is_500(server: ServerProcess, value: str) -> None:
+    """An app's Content-Length that is no number: its http.response.start fails, and the client
+    gets the server's 500 instead; HEADERS carrying the bad value are never sent."""
+    path = "/status?" + urlencode({"code": "200", "body": "abc", "h": f"content-length:{value}"})
+    frames = stream_1_frames(server.port, path)
+    blocks = [fields for frame, fields in frames if isinstance(frame, HeadersFrame)]
+    for fields in blocks:
+        assert (b"content-length", value.encode()) not in fields, f"HEADERS went out: {fields}"
+    statuses = [dict(fields).get(b":status") for fields in blocks]
+    assert statuses == [b"500"], f"stream 1: {[type(f).__name__ for f, _ in frames]}, {blocks}"
+
+
+def test_request_whose_start_fails_costs_its_stream_only(run_server: RunServer) -> None:
+    """With --proxy-headers, a trusted peer's `Forwarded: for="1.2.3.4:\xb2"`: "\xb2" (latin-1
+    for a superscript two) is a digit to str.isdigit() and not to int(). That request gets an
+    answer of its own (served, with no port, or refused), and another stream in flight on the
+    connection completes: no GOAWAY, no traceback."""
+    server = run_server(APP, "--proxy-headers", "--forwarded-allow-ips", "127.0.0.1")
+    waiting = tag()
+    with H2Client(server.port) as client:
+        in_flight = client.request(f"/late?tag={waiting}")
+        assert "started" in events(server, waiting, "started")
+        stream_id = client.conn.get_next_available_stream_id()
+        client.streams[stream_id] = StreamResult(stream_id)
+        fields = [
+            (b":method", b"GET"),
+            (b":scheme", b"http"),
+            (b":authority", b"127.0.0.1"),
+            (b":path", b"/headers"),
+            (b"forwarded", b'for="1.2.3.4:\xb2"'),
+        ]
+        client.conn.send_headers(stream_id, fields, end_stream=True)
+        client.flush()
+        result = client.response(stream_id)
+        if result.status == 200:
+            assert body_json(result)["client"] == ["1.2.3.4", 0]
+        else:
+            assert result.status == 400 or result.reset is not None, result
+        release(server, waiting)
+        held = client.response(in_flight)
+        assert (held.status, bytes(held.body)) == (200, b"late"), held
+        assert client.get("/").status == 200
+        assert client.goaway is None
+    assert "Traceback" not in server.output, server.output
+
+
+def test_request_whose_start_fails_over_http11(run_server: RunServer) -> None:
+    """The same Forwarded field over HTTP/1.1: an answer (served with no port, or a 400), not a
+    dropped connection."""
+    server = run_server(APP, "--proxy-headers", "--forwarded-allow-ips", "127.0.0.1")
+    with RawClient(server.port) as client:
+        client.send(b'GET /headers HTTP/1.1\r\nHost: x\r\nForwarded: for="1.2.3.4:\xb2"\r\n\r\n')
+        response = client.read_response()
+        if response.status == 200:
+            assert response.json()["client"] == ["1.2.3.4", 0]
+            assert client.request(build("GET", "/")).status == 200
+        else:
+            assert response.status == 400, response.raw[:300]
+    assert "Traceback" not in server.output, server.output
+
+
 # -- responses without a body ---------------------------------------------------------------------
 
 
@@ -465,6 +571,46 @@ def test_204_and_304_have_no_body(server: ServerProcess, code: int, stream: str)
     assert result.status == code
     assert result.ended
     assert bytes(result.body) == b""
+
+
+@pytest.mark.parametrize("length", ["0", "8"])
+def test_204_never_carries_content_length(server: ServerProcess, length: str) -> None:
+    """RFC 9110 8.6: no Content-Length in a 204, even when the app sets one."""
+    with H2Client(server.port) as client:
+        result = client.get(f"/status?code=204&h=content-length:{length}")
+    assert result.status == 204
+    assert result.ended and result.reset is None
+    assert result.header(b"content-length") is None, result.headers
+
+
+def test_header_option_keeps_connection_fields_to_http11(run_server: RunServer) -> None:
+    """--header fields that are HTTP/1.1 connection business (RFC 9113 8.2.2: `connection`,
+    `keep-alive`) are not sent in HTTP/2 responses (a client must take a response with them
+    for malformed); other --header fields are. HTTP/1.1 responses still carry them."""
+    server = run_server(
+        APP,
+        "--header",
+        "connection:close",
+        "--header",
+        "keep-alive:timeout=5",
+        "--header",
+        "x-extra:yes",
+    )
+    with H2Client(server.port) as client:
+        client.conn.config.validate_inbound_headers = False  # see for ourselves what came
+        result = client.get("/")
+        assert (result.status, bytes(result.body)) == (200, b"Hello, world!")
+        names = [name for name, _ in result.headers]
+        assert b"connection" not in names, result.headers
+        assert b"keep-alive" not in names, result.headers
+        assert result.header(b"x-extra") == b"yes"
+        assert client.get("/").status == 200
+        assert client.goaway is None
+    with RawClient(server.port) as h1:
+        response = h1.request(build("GET", "/"))
+    assert response.status == 200
+    assert response.header("connection") == "close"
+    assert response.header("x-extra") == "yes"
 
 
 # -- limits ---------------------------------------------------------------------------------------
@@ -500,6 +646,58 @@ def test_undeclared_body_over_the_limit_is_413(limited_server: ServerProcess) ->
         result = client.response(stream_id)
         assert result.status == 413
         assert client.get("/").status == 200
+
+
+def test_cut_short_body_is_never_passed_on_as_complete(limited_server: ServerProcess) -> None:
+    """800 bytes, then 800 more with END_STREAM, all in one write, against a 1000-byte limit:
+    the second DATA frame gets the 413, and the app, which has the first 800 bytes, must see
+    the request end in http.disconnect, never those 800 bytes as the whole body."""
+    watched = tag()
+    with H2Client(limited_server.port) as client:
+        stream_id = client.conn.get_next_available_stream_id()
+        client.streams[stream_id] = StreamResult(stream_id)
+        fields = [
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":authority", b"127.0.0.1"),
+            (b":path", f"/sha256?tag={watched}".encode()),
+        ]
+        client.conn.send_headers(stream_id, fields)
+        client.conn.send_data(stream_id, b"a" * 800)
+        client.conn.send_data(stream_id, b"b" * 800, end_stream=True)
+        client.flush()
+        result = client.response(stream_id)
+        assert result.status == 413, result
+        assert client.get("/").status == 200
+    seen = events(limited_server, watched, "done|disconnect")
+    assert [e for e in seen if e.startswith("disconnect:")], seen
+    assert not [e for e in seen if e.startswith("done:")], f"a cut-short body looked whole: {seen}"
+
+
+def test_body_over_the_limit_after_the_response_started(run_server: RunServer) -> None:
+    """The app has started its response when the body goes over --limit-max-body-size: too
+    late for a 413, so the stream is reset (CANCEL) and the app hears http.disconnect, instead
+    of the stream being left open for ever; the connection serves on, then idles out."""
+    server = run_server(APP, "--limit-max-body-size", "1000", "--timeout-keep-alive", "1")
+    watched = tag()
+    with H2Client(server.port) as client:
+        stream_id = client.request(f"/respond-then-read?tag={watched}", "POST", end_stream=False)
+        stream = client.streams[stream_id]
+        client.pump(lambda: bytes(stream.body) == b"reading;", what="the response's start")
+        client.send_body(stream_id, b"a" * 800, end_stream=False)
+        assert "body:800:True" in events(server, watched, "body:")
+        client.send_body(stream_id, b"b" * 800, end_stream=False)
+        result = client.response(stream_id)
+        assert result.reset == ErrorCodes.CANCEL, result
+        assert not result.ended
+        assert bytes(result.body) == b"reading;"
+        seen = events(server, watched, "send-raised|sent")
+        assert "disconnect" in seen, seen
+        assert not any(e.startswith("body:") and e.endswith(":False") for e in seen), seen
+        # The connection is fine: served, then closed once idle.
+        assert client.get("/").status == 200
+        assert client.wait_goaway().error_code == ErrorCodes.NO_ERROR
+        client.wait_closed()
 
 
 def test_too_many_headers_is_431(limited_server: ServerProcess) -> None:
@@ -545,6 +743,23 @@ def test_client_goaway_lets_in_flight_streams_finish(run_server: RunServer) -> N
         result = client.response(stream_id)
         assert (result.status, bytes(result.body)) == (200, b"slow done")
         client.wait_closed()
+
+
+def test_client_goaway_with_an_error_closes_the_connection(run_server: RunServer) -> None:
+    """A client's GOAWAY with an error code (RFC 9113 5.4.1: a connection error on its side)
+    ends the connection: the server closes it at once, not once the streams in flight are
+    answered, and their apps hear http.disconnect."""
+    server = run_server(APP)
+    waiting = tag()
+    with H2Client(server.port, timeout=5) as client:
+        client.request(f"/wait-disconnect?tag={waiting}&timeout=30")
+        assert "waiting" in events(server, waiting, "waiting")
+        goaway = GoAwayFrame(0)
+        goaway.last_stream_id = 0
+        goaway.error_code = ErrorCodes.PROTOCOL_ERROR
+        client.send_raw(goaway.serialize())  # past h2's state machine, which would stop reading
+        client.wait_closed()
+    assert "received:http.disconnect" in events(server, waiting, "received")
 
 
 # -- h2load ---------------------------------------------------------------------------------------

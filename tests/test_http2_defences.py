@@ -1,22 +1,29 @@
 # The limits and attack defences of the HTTP/2 server (RFC 9113), end to end over loopback:
 # the SETTINGS it announces; REFUSED_STREAM past --h2-max-concurrent-streams (also before the
-# client ACKs our SETTINGS, and counting reset streams whose app still runs); HPACK bombs and
-# oversized header lists (--limit-request-head-size) and too many header fields
-# (--limit-request-headers); CONTINUATION floods (CVE-2024-27316 and kin); rapid reset
-# (CVE-2023-44487, --h2-max-reset-streams); PING, SETTINGS, PRIORITY, empty-DATA and
-# unknown-frame floods (CVE-2019-9512/9515/9518, --h2-max-control-frames) and a client that
-# floods PINGs without reading the ACKs; a client that never opens its window
-# (--h2-flow-control-timeout: CANCEL, the app hears http.disconnect, the slot is freed); idle
-# and silent connections (--timeout-keep-alive: GOAWAY NO_ERROR); connection errors (GOAWAY
-# PROTOCOL_ERROR or FRAME_SIZE_ERROR, never a crash, oversized frames refused from their
-# header), bad prefaces, malformed requests (a stream error, or 405, 501, 400 on their
-# stream); and many misbehaving connections at once beside a good client.
+# client ACKs our SETTINGS, and counting reset streams whose app still runs, but not answered
+# ones whose app still runs); HPACK bombs and oversized header lists
+# (--limit-request-head-size) and too many header fields (--limit-request-headers);
+# CONTINUATION floods (CVE-2024-27316 and kin); rapid reset (CVE-2023-44487,
+# --h2-max-reset-streams) and streams reset in the very read that opens them (apps started
+# eagerly must survive it); PING, SETTINGS, PRIORITY, empty-DATA and unknown-frame floods
+# (CVE-2019-9512/9515/9518, --h2-max-control-frames; the PRIORITY data of a HEADERS frame is
+# no control frame) and a client that floods PINGs without reading the ACKs; a client that
+# never opens its window, or stops reading its socket (--h2-flow-control-timeout: CANCEL, the
+# app hears http.disconnect, the slot is freed, a connection nobody reads is dropped; a stream
+# idle for longer is not reset once it sends); idle and silent connections
+# (--timeout-keep-alive: GOAWAY NO_ERROR); connection errors (GOAWAY PROTOCOL_ERROR or
+# FRAME_SIZE_ERROR, never a crash, oversized frames refused from their header), bad prefaces,
+# malformed requests (a stream error, or 405, 501, 400 on their stream: an invalid :method,
+# :path, :authority or host, or a body that does not match its Content-Length, costs its
+# stream only); and many misbehaving connections at once beside a good client.
 # After each attack the server must still serve a fresh connection, with its memory bounded
 # where an attack aims at memory. Frames are built with hyperframe (or by hand where hyperframe
 # refuses to build them), sent by `RawH2`, which reads whatever comes back frame by frame.
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import socket
 import struct
 import threading
@@ -25,6 +32,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import hpack
 import pytest
@@ -43,7 +51,7 @@ from hyperframe.frame import (
 )
 
 from conftest import ServerProcess
-from h2client import H2Client
+from h2client import H2Client, StreamResult
 from rawhttp import events, progress, release, serve
 
 APP = "h2_attack_app:app"
@@ -597,6 +605,28 @@ def test_reset_streams_whose_app_runs_still_count(
     assert_serves(server)
 
 
+def test_answered_streams_whose_app_still_runs_do_not_count(
+    run_server: Callable[..., ServerProcess],
+) -> None:
+    """A stream whose response is complete is closed (RFC 9113 5.1.2 counts open streams), even
+    if its app goes on running (background work after the response): a client that has one
+    stream open at a time is never refused, though ten apps still run at once (the cap on
+    running apps, twice the limit, is test_reset_streams_whose_app_runs_still_count's)."""
+    server = run_server(
+        "h2_app:app", "--h2-max-concurrent-streams", "5", "--h2-max-reset-streams", "20"
+    )
+    tag = uuid.uuid4().hex
+    with H2Client(server.port) as client:
+        for n in range(10):
+            result = client.get(f"/linger?tag={tag}&s=3")
+            assert (result.status, bytes(result.body)) == (200, b"lingering"), (n, result)
+            assert result.reset is None, (n, result)
+        assert client.goaway is None
+        still = events(server, tag)
+    assert still.count("answered") == 10, still
+    assert still.count("finished") <= 4, f"the apps did not overlap: {still}"
+
+
 # -- 3. HPACK bombs and header-list limits ----------------------------------------------------
 
 
@@ -716,6 +746,40 @@ def test_resets_under_the_budget(strict_server: ServerProcess) -> None:
         assert client.goaway is None
 
 
+APP_TRACEBACKS = ("Traceback", "Exception in ASGI app", "Task exception was never retrieved")
+
+
+@pytest.mark.parametrize("pairs", [1, 80], ids=["one-expect-continue", "80-streams"])
+def test_streams_reset_in_the_read_that_opens_them(
+    run_server: Callable[..., ServerProcess], pairs: int
+) -> None:
+    """HEADERS and RST_STREAM for the same stream in one write: h2 has closed the stream before
+    the server sees the request, and on Python 3.12+ the app starts eagerly, inside that read,
+    and asks for 100 Continue (POST with `expect: 100-continue`) or answers (GET) on a stream
+    h2 no longer has. No app error, no failed callback; the connection serves on."""
+    server = run_server(APP)
+    with connected(server.port) as client:
+        frames = []
+        for n in range(pairs):
+            sid = 1 + 2 * n
+            if n % 2 == 0:
+                expect = [(b"expect", b"100-continue")]
+                opening = client.request(sid, "/echo", "POST", expect, end_stream=False)
+            else:
+                opening = client.request(sid)
+            frames.append(opening + RstStreamFrame(sid, error_code=CANCEL).serialize())
+        client.send(b"".join(frames))
+        sid = 1 + 2 * pairs
+        client.send(client.request(sid))
+        answer = client.response(sid)
+        assert (answer.status, bytes(answer.body)) == (200, b"Hello, world!")
+        assert client.goaway is None
+    assert_serves(server)
+    server.terminate()  # all its output is in, tracebacks of tasks collected late included
+    output = server.output
+    assert not any(text in output for text in (*APP_TRACEBACKS, "KeyError")), output
+
+
 # -- 6. control-frame floods ------------------------------------------------------------------
 
 
@@ -753,6 +817,32 @@ def test_control_frames_under_the_budget(strict_server: ServerProcess, kind: str
         if kind == "ping":
             assert client.ping_acks == 50
         assert client.goaway is None
+
+
+def test_priority_in_headers_is_not_a_control_frame(
+    run_server: Callable[..., ServerProcess],
+) -> None:
+    """HEADERS with the PRIORITY flag (RFC 9113 6.2) open requests: they cost the control-frame
+    budget nothing. 100 of them, one after the other, on one connection allowed 50 control
+    frames per 10 s: all answered, no GOAWAY."""
+    server = run_server(APP, "--h2-max-control-frames", "50")
+    with H2Client(server.port) as client:
+        for n in range(100):
+            sid = client.conn.get_next_available_stream_id()
+            client.streams[sid] = StreamResult(sid)
+            client.conn.send_headers(
+                sid,
+                request_fields(f"/?n={n}"),
+                end_stream=True,
+                priority_weight=1 + n % 256,
+                priority_depends_on=0,
+                priority_exclusive=False,
+            )
+            client.flush()
+            result = client.response(sid)
+            assert (result.status, result.reset) == (200, None), (n, result, client.goaway)
+        assert client.goaway is None
+    assert_serves(server)
 
 
 @pytest.mark.slow
@@ -850,6 +940,128 @@ def test_stalled_stream_reset_frees_its_slot(run_server: Callable[..., ServerPro
             )
             time.sleep(0.1)
             sid += 2
+    assert_serves(server)
+
+
+def test_stream_idle_longer_than_the_timeout_then_sending(
+    run_server: Callable[..., ServerProcess],
+) -> None:
+    """The stall deadline runs from when a stream starts to wait for the client, not from its
+    last DATA frame: a response that sends its headers, has nothing to send for 3 s (longer
+    than --h2-flow-control-timeout 2), then sends a body larger than the client's windows, to
+    a client that credits its windows as it reads, completes."""
+    server = run_server("h2_app:app", "--h2-flow-control-timeout", "2")
+    with H2Client(server.port, timeout=20) as client:
+        result = client.get(f"/late-body?s=3&size={4 * MIB}")
+        assert client.goaway is None
+    assert (result.status, result.reset) == (200, None), (result.status, result.reset)
+    assert result.ended
+    assert len(result.body) == 4 * MIB
+
+
+def test_stream_idle_then_waiting_behind_another_is_not_reset(
+    run_server: Callable[..., ServerProcess],
+) -> None:
+    """The same, sharper: stream B sends its headers and 1000 bytes, then nothing for 3 s; its
+    last DATA frame is long past when the rest comes. Meanwhile stream A, a large download,
+    takes all the connection window, and the client, which reads in bursts (it credits what it
+    has read at 1.0, 2.2 and 4.0 s, then every 0.5 s: never 2 s without), keeps A waiting
+    between bursts, so that stall checks run while B's last 16 KiB wait from 3.0 to 4.0 s for
+    their share. Measured from when B began to wait (1 s), not from its last DATA frame (3 s),
+    B is no stalled stream: it completes."""
+    server = run_server("h2_app:app", "--h2-flow-control-timeout", "2")
+    with H2Client(server.port, timeout=20, auto_window=False) as client:
+        conn = client.conn
+        b_id = client.request("/late-body?s=3&first=1000&size=16384")
+        stream_b = client.streams[b_id]
+        client.pump(lambda: len(stream_b.body) >= 1000, what="B's first 1000 bytes")
+        start = time.monotonic()
+        credited = {b_id: 1000}
+        conn.increment_flow_control_window(1000, b_id)
+        conn.increment_flow_control_window(1000)
+        client.flush()
+        while time.monotonic() < start + 0.5:
+            client._read_once(start + 0.5)
+        a_id = client.request(f"/bigstream?tag={uuid.uuid4().hex}&total={1 << 30}&chunk=16384")
+        credited[a_id] = 0
+        bursts = [1.0, 2.2, 4.0] + [4.5 + 0.5 * n for n in range(30)]
+        for at in bursts:
+            while time.monotonic() < start + at and not stream_b.done:
+                client._read_once(start + at)
+            if stream_b.done:
+                break
+            total = 0
+            for sid in (b_id, a_id):
+                fresh = len(client.streams[sid].body) - credited[sid]
+                if fresh and not client.streams[sid].done:
+                    conn.increment_flow_control_window(fresh, sid)
+                credited[sid] += fresh
+                total += fresh
+            if total:
+                conn.increment_flow_control_window(total)
+            client.flush()
+        assert stream_b.done, "B never completed"
+        assert client.goaway is None
+    assert (stream_b.status, stream_b.reset) == (200, None), (
+        f"B: status {stream_b.status}, reset {name(stream_b.reset)}"
+    )
+    assert stream_b.ended
+    assert len(stream_b.body) == 1000 + 16384
+
+
+def held_sockets(pid: int) -> set[str]:
+    """The inodes of the sockets process `pid` has open."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                held.add(target[8:-1])
+    return held
+
+
+def server_holds_connection(server: ServerProcess, client_port: int) -> bool:
+    """Whether the server process still has its socket of the TCP connection from
+    127.0.0.1:`client_port` open (from /proc/net/tcp; a closed socket whose unsent data the
+    kernel still holds has inode 0, or is gone)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, inode = fields[1], fields[2], fields[9]
+        if int(local.rsplit(":", 1)[1], 16) == server.port and (
+            int(remote.rsplit(":", 1)[1], 16) == client_port
+        ):
+            inodes.add(inode)
+    return bool(inodes - {"0"} & held_sockets(server.pid))
+
+
+@pytest.mark.slow
+def test_client_that_stops_reading(run_server: Callable[..., ServerProcess]) -> None:
+    """A client whose windows are wide open stops reading its socket during a large response:
+    the output waits on the socket, not on a window, and --h2-flow-control-timeout still holds.
+    The stream is reset (CANCEL) and its app hears http.disconnect within a bounded time; then
+    the connection, idle, is closed (--timeout-keep-alive) and dropped although the client reads
+    none of what is left for it, instead of being kept open for ever."""
+    server = run_server(APP, "--h2-flow-control-timeout", "2", "--timeout-keep-alive", "1")
+    tag = uuid.uuid4().hex
+    widest = (1 << 31) - 1
+    settings = {SettingCodes.INITIAL_WINDOW_SIZE: widest}
+    with connected(server.port, settings=settings, rcvbuf=4096, timeout=30) as client:
+        client.pump(lambda: client.settings_acked, "the ACK of our SETTINGS")
+        client.send(WindowUpdateFrame(0, window_increment=widest - 65535).serialize())
+        client.send(client.request(1, f"/watched-stream?tag={tag}&total={1 << 30}"))
+        local_port = client.sock.getsockname()[1]
+        # From here on the client reads nothing.
+        assert "started" in events(server, tag, "started")
+        assert server_holds_connection(server, local_port)
+        seen = events(server, tag, "received:", timeout=15)
+        assert "received:http.disconnect" in seen, f"the app never heard of a reset: {seen}"
+        server.wait_for("HTTP/2 stream 1 could send nothing for 2", timeout=5)
+        assert not progress(server, tag)["done"]
+        deadline = time.monotonic() + 20
+        while server_holds_connection(server, local_port):
+            assert time.monotonic() < deadline, "the server keeps a connection nobody reads"
+            time.sleep(0.2)
     assert_serves(server)
 
 
@@ -1075,6 +1287,91 @@ def test_malformed_request_answered_on_its_stream(server: ServerProcess, case: s
         client.send(client.request(3))
         assert client.response(3).status == 200
         assert client.goaway is None
+
+
+def replaced(changes: dict[bytes, bytes | None]) -> list[tuple[bytes, bytes]]:
+    """A GET's fields with the values of `changes` (None: the field left out); fields not in
+    the request are added at the end."""
+    fields = [(n, changes.get(n, v)) for n, v in request_fields()]
+    fields += [(n, v) for n, v in changes.items() if n not in dict(request_fields())]
+    return [(n, v) for n, v in fields if v is not None]
+
+
+# RFC 9113 8.3.1 (and RFC 9110 9.1, RFC 9112 3.2, RFC 3986 3.2.2, as HTTP/1.1's parser has
+# them): :method is a token, :path has no space or control character, :authority and Host are
+# uri-host [":" port]. Each is a malformed request: a stream error PROTOCOL_ERROR (8.1.1).
+INVALID_REQUEST_LINE: dict[str, dict[bytes, bytes | None]] = {
+    "method-space": {b":method": b"GE T"},
+    "method-control": {b":method": b"GET\x01"},
+    "method-delete": {b":method": b"GET\x7f"},
+    "method-separator": {b":method": b"G(E)T"},
+    "path-space": {b":path": b"/a b"},
+    "path-tab": {b":path": b"/a\tb"},
+    "path-control": {b":path": b"/a\x1bb"},
+    "path-delete": {b":path": b"/a\x7fb"},
+    "authority-space": {b":authority": b"a b"},
+    "authority-control": {b":authority": b"a\x01b"},
+    "authority-slash": {b":authority": b"a/b"},
+    "authority-userinfo": {b":authority": b"user@host"},
+    "host-space": {b":authority": None, b"host": b"a b"},
+    "host-control": {b":authority": None, b"host": b"a\x01b"},
+    "host-slash": {b":authority": None, b"host": b"a/b"},
+}
+# Control characters a log line must never hold raw (tab and newline aside).
+RAW_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+@pytest.mark.parametrize("case", list(INVALID_REQUEST_LINE))
+def test_invalid_method_path_or_host_is_a_stream_error(server: ServerProcess, case: str) -> None:
+    with connected(server.port) as client:
+        client.send(client.headers(1, replaced(INVALID_REQUEST_LINE[case])))
+        stream = client.response(1)
+        assert (stream.reset, stream.status) == (PROTOCOL_ERROR, None), (
+            f"stream 1: {stream}; {client.summary()}"
+        )
+        client.send(client.request(3))
+        assert client.response(3).status == 200
+        assert client.goaway is None
+    assert_no_crash(server)
+    assert RAW_CONTROL.search(server.stdout) is None, server.stdout[-2000:]
+
+
+# name: (the request's extra fields, then its DATA frames as (payload, END_STREAM); none: the
+# HEADERS end the stream). RFC 9113 8.1.1: a body that does not match Content-Length makes the
+# request malformed, a stream error.
+CONTENT_LENGTH_ERRORS: dict[str, tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bool]]]] = {
+    "body-longer": ([(b"content-length", b"5")], [(b"0123456789", True)]),
+    "body-longer-before-its-end": ([(b"content-length", b"5")], [(b"0123", False), (b"45", False)]),
+    "body-shorter": ([(b"content-length", b"10")], [(b"01234", True)]),
+    "no-body": ([(b"content-length", b"5")], []),
+    "non-numeric": ([(b"content-length", b"abc")], [(b"abc", True)]),
+    "negative": ([(b"content-length", b"-1")], [(b"", True)]),
+    "conflicting": ([(b"content-length", b"5"), (b"content-length", b"6")], [(b"01234", True)]),
+}
+
+
+@pytest.mark.parametrize("case", list(CONTENT_LENGTH_ERRORS))
+def test_content_length_mismatch_resets_that_stream_only(server: ServerProcess, case: str) -> None:
+    """The stream with the bad body is reset PROTOCOL_ERROR; a stream in flight on the same
+    connection still completes, and the connection serves on (no GOAWAY)."""
+    extra, frames = CONTENT_LENGTH_ERRORS[case]
+    tag = uuid.uuid4().hex
+    with connected(server.port) as client:
+        client.send(client.request(1, f"/late?tag={tag}"))
+        wait_events(server, tag, "started", 1)
+        opening = client.request(3, "/echo", "POST", extra, end_stream=not frames)
+        data = b"".join(raw_frame(DATA, END_STREAM if end else 0, 3, body) for body, end in frames)
+        client.send(opening + data)
+        bad = client.response(3)
+        assert bad.reset == PROTOCOL_ERROR, f"stream 3: {bad}; {client.summary()}"
+        assert not bad.ended, bad
+        release(server, tag)
+        held = client.response(1)
+        assert (held.status, bytes(held.body)) == (200, b"late"), client.summary()
+        client.send(client.request(5))
+        assert client.response(5).status == 200
+        assert client.goaway is None
+    assert_no_crash(server)
 
 
 # -- 10. many bad connections at once ---------------------------------------------------------

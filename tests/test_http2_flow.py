@@ -3,8 +3,10 @@
 # intact once the app reads; a response to a client that does not credit its window stops at
 # that window with the app's send() held, and completes intact once credited; 100 MiB each way
 # on one stream with SHA-256 compared and the server's RSS growth bounded; two large responses
-# on one connection share it (their DATA frames interleave). Clients: tests/h2client.py; the
-# app: tests/apps/h2_app.py (h1_app's /gated-echo, /bigstream, /sha256 and the side channel).
+# on one connection share it (their DATA frames interleave); request body an app never took is
+# credited back to the connection when its stream closes (answered early, or reset), so that
+# uploads on one connection never run dry. Clients: tests/h2client.py; the app:
+# tests/apps/h2_app.py (h1_app's /gated-echo, /late, /bigstream, /sha256 and the side channel).
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +20,9 @@ import uuid
 from collections.abc import Iterator
 
 import h2.events
+import h2.exceptions
 import pytest
+from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
 from conftest import ServerProcess
@@ -29,6 +33,8 @@ APP = "h2_app:app"
 KIB = 1 << 10
 MIB = 1 << 20
 DEFAULT_WINDOW = 65535  # RFC 9113 6.9.2, for a client that does not change it
+SERVER_STREAM_WINDOW = 65535  # the server's receive window per stream (its SETTINGS)
+SERVER_CONNECTION_WINDOW = MIB  # the server's receive window for the whole connection
 # What the server may take of a request body the app has not read: the stream's window and the
 # bridge's buffer (64 KiB each), with room to spare; far below the 1 MiB body sent.
 REQUEST_BUFFER_BOUND = 256 * KIB
@@ -163,6 +169,83 @@ def test_other_streams_go_on_while_one_body_waits(server: ServerProcess) -> None
         client.send_body(stream_id, body[sent:])
         result = client.response(stream_id)
     assert bytes(result.body) == body
+
+
+def ping_round_trip(client: H2Client) -> None:
+    """Send a PING and read until its ACK: whatever the server wrote before the ACK (the
+    WINDOW_UPDATEs for the DATA it had read) has been read too."""
+    acks = sum(isinstance(e, h2.events.PingAckReceived) for e in client.events)
+    client.conn.ping(b"shut%04d" % (acks % 10000))
+    client.flush()
+    client.pump(
+        lambda: sum(isinstance(e, h2.events.PingAckReceived) for e in client.events) > acks,
+        what="the PING's ACK",
+    )
+
+
+def upload_until_shut(client: H2Client, stream_id: int, body: bytes) -> int:
+    """Send `body` on the stream as far as the server's windows allow, until the window stays
+    shut across two PING round trips (the server gives no more credit) or the stream is
+    closed; return how many bytes went out."""
+    conn = client.conn
+    result = client.streams[stream_id]
+    sent = 0
+    shut = 0
+    while sent < len(body) and not result.done and shut < 2:
+        try:
+            window = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size)
+        except h2.exceptions.ProtocolError:
+            break  # the server closed the stream
+        if window > 0:
+            chunk = body[sent : sent + window]
+            conn.send_data(stream_id, chunk, end_stream=sent + len(chunk) == len(body))
+            client.flush()
+            sent += len(chunk)
+            shut = 0
+            continue
+        ping_round_trip(client)
+        shut += 1
+    return sent
+
+
+@pytest.mark.parametrize("close", ["answered", "client-reset"])
+def test_body_an_app_never_took_is_credited_to_the_connection(
+    server: ServerProcess, close: str
+) -> None:
+    """30 uploads of 200 KiB, one after the other on one connection, to an app that never reads
+    its request body: what the server held back for it (its stream window's worth) must go back
+    to the connection window when the stream closes, whether the app answers (the server then
+    resets the stream NO_ERROR) or the client resets it. Otherwise about 16 such uploads use up
+    the connection's 1 MiB window for good and every later upload stalls."""
+    body = os.urandom(200 * KIB)
+    with no_delay(H2Client(server.port, timeout=20)) as client:
+        for attempt in range(30):
+            gate = tag()
+            stream_id = client.request(f"/late?tag={gate}", method="POST", end_stream=False)
+            sent = upload_until_shut(client, stream_id, body)
+            # The server takes a stream window and credits (most of) it, then holds what comes
+            # next unread.
+            assert sent > SERVER_STREAM_WINDOW + 16 * KIB, (
+                f"upload {attempt}: only {sent} bytes went; connection window "
+                f"{client.conn.outbound_flow_control_window}"
+            )
+            if close == "client-reset":
+                client.reset(stream_id, ErrorCodes.CANCEL)
+                release(server, gate)
+                continue
+            release(server, gate)
+            result = client.response(stream_id)
+            assert (result.status, bytes(result.body)) == (200, b"late"), result
+            assert result.reset in (None, ErrorCodes.NO_ERROR), result
+        drain(client, 0.2)
+        window = client.conn.outbound_flow_control_window
+        assert window >= SERVER_CONNECTION_WINDOW // 4, (
+            f"connection window {window} after 30 uploads"
+        )
+        # And a body an app does read still goes through whole on this connection.
+        answer = client.get("/sha256", method="POST", body=body)
+    assert answer.status == 200, answer
+    assert json.loads(bytes(answer.body))["length"] == len(body)
 
 
 # -- responses ------------------------------------------------------------------------------------

@@ -4,9 +4,10 @@
 # on one stream, answered 200, then RFC 6455 frames (masked, as a client must) in that stream's
 # DATA frames; END_STREAM stands for the TCP FIN (RFC 8441 5). Covered: the server announces
 # SETTINGS_ENABLE_CONNECT_PROTOCOL = 1; echo of text and binary messages up to 1 MiB, fragmented
-# ones, ping/pong; subprotocol and permessage-deflate negotiation; the websocket scope; refusals
-# (403 for a close before accept, the websocket.http.response denial extension, 400 for a
-# missing or wrong Sec-WebSocket-Version); the closing handshake both ways; 1011 for an app
+# ones, ping/pong, frames sent in the same write as the CONNECT (before the accept);
+# subprotocol and permessage-deflate negotiation; the websocket scope; refusals (403 for a
+# close before accept, the websocket.http.response denial extension, 400 for a missing or
+# wrong Sec-WebSocket-Version); the closing handshake both ways; 1011 for an app
 # that fails; RST_STREAM as a 1006 disconnect while the connection serves on; WebSockets and
 # requests multiplexed on one connection; 1009 over --websocket-max-message-size; backpressure
 # both ways through the stream windows; SIGTERM (close 1001, GOAWAY, exit); the access log.
@@ -510,6 +511,39 @@ def test_many_messages_in_order(client: H2Client) -> None:
     ws.send(b"".join(frame(TEXT, f"message {i}".encode()) for i in range(200)))
     assert [ws.read_text() for _ in range(200)] == [f"message {i}" for i in range(200)]
     ws.close_handshake()
+
+
+def test_frames_sent_with_the_extended_connect_reach_the_app(
+    server: ServerProcess, client: H2Client
+) -> None:
+    """RFC 8441 lets a client send WebSocket frames right behind its extended CONNECT, before
+    the server's 200: frames in the same write as the request are kept for the app and
+    delivered once it has accepted, in order, before what comes later."""
+    tag = new_tag()
+    stream_id = client.conn.get_next_available_stream_id()
+    client.streams[stream_id] = StreamResult(stream_id)
+    fields = [
+        (b":method", b"CONNECT"),
+        (b":protocol", b"websocket"),
+        (b":scheme", b"http"),
+        (b":path", f"/echo?tag={tag}".encode()),
+        (b":authority", b"127.0.0.1"),
+        (b"sec-websocket-version", b"13"),
+    ]
+    client.conn.send_headers(stream_id, fields)
+    client.conn.send_data(stream_id, frame(TEXT, b"early") + frame(BINARY, b"\x00\x01\x02"))
+    client.flush()  # the request and both frames in one write
+    ws = H2WebSocket(client, stream_id)
+    result = ws.result
+    client.pump(lambda: result.status is not None or result.done, what="the answer")
+    assert result.status == 200, result
+    assert ws.read_text() == "early"
+    assert ws.read_binary() == b"\x00\x01\x02"
+    ws.send_text("later")
+    assert ws.read_text() == "later"
+    assert ws.close_handshake() == (1000, "")
+    found = events(server, tag, "disconnect")
+    assert found[:3] == ["scope:websocket", "first:websocket.connect", "accepted"], found
 
 
 def test_fragmented_messages_with_a_ping_between_fragments(client: H2Client) -> None:

@@ -8,8 +8,9 @@
 # for HTTP/1.1 requests (not 1.0), trailers only when the request said `TE: trailers` (RFC 9110
 # 10.1.4). Trailers the wire cannot carry (no TE: trailers, a Content-Length response) are
 # dropped and the response completes. App errors (trailers before the body is complete, a
-# trailer name or value the server must refuse, promised trailers never sent) abort the
-# response (RST_STREAM, or a connection reset) and never put the bad bytes on the wire.
+# trailer name or value the server must refuse, promised trailers never sent, trailers after a
+# body shorter than its Content-Length) abort the response (RST_STREAM, or a connection reset)
+# and never put the bad bytes on the wire.
 from __future__ import annotations
 
 import json
@@ -445,6 +446,25 @@ def test_h2_trailers_with_content_length(server: ServerProcess) -> None:
     assert result.header(b"content-length") == b"18"
     assert bytes(result.body) == b"part0;part1;part2;"
     assert result.trailers == [(b"x-checksum", b"abc123")]
+
+
+def test_h2_trailers_after_a_body_shorter_than_its_content_length(server: ServerProcess) -> None:
+    """Content-Length 20, then 12 bytes of body and the trailers: the trailers would end the
+    stream with the body short, which a client must take for a malformed response (RFC 9113
+    8.1.1). The stream is reset instead (never ended), and the app's send() of the trailers
+    raises."""
+    tag = new_tag()
+    path = target("/trailers", tag=tag, cl="1", declared="20")
+    frames = [frame for frame in h2_frames(server, path) if frame.stream_id == 1]
+    kinds = [type(frame).__name__ for frame in frames]
+    assert isinstance(frames[-1], RstStreamFrame), kinds
+    assert frames[-1].error_code == INTERNAL_ERROR
+    assert not any("END_STREAM" in frame.flags for frame in frames), kinds
+    with H2Client(server.port) as client:
+        result = h2_aborted(client, path)
+        assert b"part0;part1;".startswith(bytes(result.body)), result
+        assert client.get("/extensions").status == 200
+    recorded(server, tag, "raised:RuntimeError")
 
 
 def test_h2_trailers_after_an_empty_body(server: ServerProcess) -> None:

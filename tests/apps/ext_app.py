@@ -144,8 +144,8 @@ def trailer_fields(query: Query) -> list[list[tuple[bytes, bytes]]]:
 async def trailers(scope: Scope, receive: Receive, send: Send, query: Query) -> None:
     """A response that promises trailers (whatever the scope says): `parts` body parts of
     `size` bytes (default 2 x "part0;" style parts), then the trailers of `trailer_fields` in
-    `msgs` messages. `cl=1` adds a Content-Length; `ctx=1` records whether the extension was
-    announced."""
+    `msgs` messages. `cl=1` adds a Content-Length (of `declared` bytes if given, else the
+    body's); `ctx=1` records whether the extension was announced."""
     tag = one(query, "tag")
     await read_body(receive)
     record(tag, "extension:" + str(TRAILERS in scope.get("extensions", {})))
@@ -157,7 +157,8 @@ async def trailers(scope: Scope, receive: Receive, send: Send, query: Query) -> 
     ]
     headers = [(b"content-type", b"text/plain")]
     if one(query, "cl"):
-        headers.append((b"content-length", str(sum(map(len, bodies))).encode()))
+        declared = one(query, "declared", str(sum(map(len, bodies))))
+        headers.append((b"content-length", declared.encode()))
     await send({"type": "http.response.start", "status": 200, "headers": headers, "trailers": True})
     if not bodies:
         await send({"type": "http.response.body", "body": b""})

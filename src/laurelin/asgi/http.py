@@ -306,9 +306,11 @@ class HTTPCycle:
             headers = check_response_headers(message.get("headers", ()))
             if message.get("trailers") and TRAILERS in self.scope["extensions"]:
                 self._trailer_fields = []
+            # The wire may still refuse the head (an invalid Content-Length): then nothing has
+            # started, and the app's failure gets a 500.
+            self.sink.start_response(status, headers)
             self._state = _STARTED
             self.status = status
-            self.sink.start_response(status, headers)
             return
         if state == _TRAILERS and kind == TRAILERS:
             fields = self._trailer_fields

@@ -28,7 +28,7 @@ from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated
 from h2.exceptions import ProtocolError
-from h2.stream import StreamInputs
+from h2.stream import H2Stream, StreamInputs
 from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
 
 from laurelin.protocols.http2_hpack import MemoDecoder, MemoEncoder
@@ -65,6 +65,18 @@ def quiet_hpack() -> None:
     hpack_module.log = _QuietLog()  # type: ignore[assignment]
 
 
+class _Stream(H2Stream):
+    """h2's stream, leaving Content-Length to HTTP2Connection: a request whose body does not
+    match it, or whose value is not a number, is malformed, a stream error (RFC 9113 8.1.1);
+    h2 would end the whole connection."""
+
+    def _initialize_content_length(self, headers: Any) -> None:
+        return None
+
+    def _track_content_length(self, length: int, end_stream: bool) -> None:
+        return None
+
+
 class H2Machine(H2Connection):
     """h2's server connection with the changes listed in the module comment."""
 
@@ -82,14 +94,10 @@ class H2Machine(H2Connection):
             self._settings_seen = True
         return super()._receive_frame(frame)
 
-    def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
-        frames, events = super()._receive_headers_frame(frame)
-        # A body that does not match its Content-Length is malformed, a stream error (RFC 9113
-        # 8.1.1), which HTTP2Connection checks; h2's own check would end the whole connection.
-        stream = self.streams.get(frame.stream_id)
-        if stream is not None:
-            stream._expected_content_length = None
-        return frames, events
+    def _begin_new_stream(self, stream_id: int, allowed_ids: Any) -> H2Stream:
+        stream = super()._begin_new_stream(stream_id, allowed_ids)
+        stream.__class__ = _Stream
+        return stream
 
     def oversized_frame_pending(self) -> bool:
         """Whether the partly received frame is longer than SETTINGS_MAX_FRAME_SIZE allows."""
