@@ -434,6 +434,7 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
             return
         received = stream.body_received = stream.body_received + len(data)
         if stream.expected_length is not None and received > stream.expected_length:
+            self._credit_now(stream_id, size)
             self.reset(stream, ErrorCodes.PROTOCOL_ERROR)  # RFC 9113 8.1.1: malformed
             return
         if cycle.response_complete or cycle.disconnected:
