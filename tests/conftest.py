@@ -3,10 +3,13 @@
 # `run_server(app, *args)` starts `python -m laurelin` in a subprocess serving one of the apps in
 # tests/apps (as "module:attr"), waits until it logs "Listening on", and returns a `ServerProcess`
 # with its port, its output and helpers to stop it. Every server is stopped at test teardown.
+# `PeakRSS` samples a server's peak memory while a block runs, for the bounded-memory tests.
 # The process machinery itself (output readers, bounded waits) is tests/cli_process.py.
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -40,6 +43,38 @@ class ServerProcess(Launched):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise AssertionError("no VmRSS")
+
+
+class PeakRSS:
+    """Samples the server's RSS in a thread while the block runs; `growth` is peak - start.
+    A sample the process cannot give (it has just exited) is skipped."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server = server
+        self.start = server.rss_kib()
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError, AssertionError):
+                self.peak = max(self.peak, self.server.rss_kib())
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        with contextlib.suppress(OSError, AssertionError):
+            self.peak = max(self.peak, self.server.rss_kib())
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from conftest import ServerProcess
+from conftest import PeakRSS, ServerProcess
 from rawhttp import (
     RawClient,
     build,
@@ -48,35 +47,6 @@ def warm_up(server: ServerProcess) -> None:
     tag = uuid.uuid4().hex
     response = exchange(server.port, build("GET", f"/bigstream?tag={tag}&total={4 * MIB}"))
     assert len(response.body) == 4 * MIB
-
-
-class PeakRSS:
-    """Samples the server's RSS in a thread while the block runs; `growth` is peak - start."""
-
-    def __init__(self, server: ServerProcess) -> None:
-        self.server = server
-        self.start = server.rss_kib()
-        self.peak = self.start
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.server.rss_kib())
-            self._stop.wait(0.01)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.peak = max(self.peak, self.server.rss_kib())
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.start
 
 
 class Blocks:

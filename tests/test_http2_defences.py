@@ -50,7 +50,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from conftest import ServerProcess
+from conftest import PeakRSS, ServerProcess
 from h2client import H2Client, StreamResult
 from rawhttp import events, progress, release, serve
 
@@ -341,37 +341,6 @@ def request_fields(
         (b":path", path.encode()),
         *(extra or []),
     ]
-
-
-class PeakRSS:
-    """Samples the server's RSS in a thread while the block runs; `growth` is peak - start."""
-
-    def __init__(self, server: ServerProcess) -> None:
-        self.server = server
-        self.start = server.rss_kib()
-        self.peak = self.start
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(OSError, AssertionError):
-                self.peak = max(self.peak, self.server.rss_kib())
-            self._stop.wait(0.01)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        with contextlib.suppress(OSError, AssertionError):
-            self.peak = max(self.peak, self.server.rss_kib())
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.start
 
 
 def assert_serves(server: ServerProcess) -> None:

@@ -14,7 +14,6 @@ import itertools
 import json
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ import pytest
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
-from conftest import ServerProcess
+from conftest import PeakRSS, ServerProcess
 from h2client import H2Client
 from rawhttp import events, progress, release, serve, wait_stalled
 
@@ -78,35 +77,6 @@ def drain(client: H2Client, seconds: float) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         client._read_once(end)  # returns at `end` when nothing comes
-
-
-class PeakRSS:
-    """Samples the server's RSS in a thread while the block runs; `growth` is peak - start."""
-
-    def __init__(self, server: ServerProcess) -> None:
-        self.server = server
-        self.start = server.rss_kib()
-        self.peak = self.start
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.server.rss_kib())
-            self._stop.wait(0.01)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.peak = max(self.peak, self.server.rss_kib())
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.start
 
 
 # -- request bodies -------------------------------------------------------------------------------
