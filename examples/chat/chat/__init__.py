@@ -1,0 +1,1 @@
+# The chat app of the example: a page per room, messages broadcast over WebSocket.

@@ -1,0 +1,1 @@
+# The chat example's Django project (the Channels tutorial, served by laurelin).
