@@ -1,0 +1,1 @@
+# The chat example's own Django tests (run through tests/ by pytest; see there).
