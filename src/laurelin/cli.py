@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser, one argument per Config field, grouped as in `--help`."""
     parser = _Parser(
         prog="laurelin",
-        description="laurelin: an ASGI server for HTTP/1.1. Daphne's command line works unchanged.",
+        description="laurelin: an ASGI server for HTTP/1.1, HTTP/2 and WebSocket. "
+        "Daphne's command line works unchanged.",
         epilog="Every option can also be set with the environment variable shown in its help,\n"
         "e.g. LAURELIN_TIMEOUT_KEEP_ALIVE=10 (repeatable options: comma-separated values;\n"
         "flags: true/false). The command line wins. Reference: docs/cli.md.",

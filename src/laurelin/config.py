@@ -464,6 +464,15 @@ class Config:
         parse=seconds,
         metavar="SECONDS",
     )
+    limit_concurrency: int | None = opt(
+        None,
+        "--limit-concurrency",
+        help="Most connections (and HTTP/2 streams) served at once; beyond it a request gets "
+        "503 at once instead of waiting. Default: no limit.",
+        group="Limits and timeouts",
+        parse=optional_int,
+        metavar="COUNT",
+    )
 
     proxy_headers: bool = opt(
         False,
@@ -598,6 +607,113 @@ class Config:
         help="Logging configuration file: dictConfig as .json or .yaml, or fileConfig .ini.",
         group="Logging",
         metavar="FILE",
+    )
+
+    workers: int = opt(
+        1,
+        "-w",
+        "--workers",
+        help="Worker processes sharing the listeners (the WEB_CONCURRENCY environment variable "
+        "sets it too). SIGHUP replaces them one by one, SIGTTIN / SIGTTOU add / remove one.",
+        group="Process",
+        parse=positive_int,
+        metavar="COUNT",
+    )
+    reuse_port: bool = opt(
+        False,
+        "--reuse-port",
+        help="Each worker opens its own TCP listeners with SO_REUSEPORT (the kernel spreads "
+        "connections) instead of sharing the parent's.",
+        group="Process",
+        kind="flag",
+        parse=parse_bool,
+    )
+    worker_healthcheck_timeout: float = opt(
+        10.0,
+        "--worker-healthcheck-timeout",
+        help="Seconds a worker has to answer the parent's health check; then it is killed and "
+        "replaced.",
+        group="Process",
+        parse=seconds,
+        metavar="SECONDS",
+    )
+    max_requests: int | None = opt(
+        None,
+        "--max-requests",
+        "--limit-max-requests",
+        help="Replace a worker (gracefully) after it has served this many requests. Default: "
+        "never.",
+        group="Process",
+        parse=optional_int,
+        metavar="COUNT",
+    )
+    max_requests_jitter: int = opt(
+        0,
+        "--max-requests-jitter",
+        help="Add a random 0..N to each worker's --max-requests, so workers do not all restart "
+        "together.",
+        group="Process",
+        parse=int,
+        metavar="COUNT",
+    )
+    reload: bool = opt(
+        False,
+        "--reload",
+        help="Development: restart the server when a watched file changes (watchfiles when "
+        "installed, else polling). Not with --workers > 1.",
+        group="Process",
+        kind="flag",
+        parse=parse_bool,
+    )
+    reload_dirs: tuple[str, ...] = opt(
+        (),
+        "--reload-dir",
+        help="Directory to watch with --reload, repeatable. Default: the current directory.",
+        group="Process",
+        kind="append",
+        metavar="DIR",
+    )
+    reload_includes: tuple[str, ...] = opt(
+        (),
+        "--reload-include",
+        help="Glob of files whose changes restart the server, repeatable. Default: *.py.",
+        group="Process",
+        kind="append",
+        metavar="GLOB",
+    )
+    reload_excludes: tuple[str, ...] = opt(
+        (),
+        "--reload-exclude",
+        help="Glob of files never watched, repeatable (beside hidden files, __pycache__ and "
+        "virtual environments).",
+        group="Process",
+        kind="append",
+        metavar="GLOB",
+    )
+    pid_file: str | None = opt(
+        None,
+        "--pid",
+        help="Write the server's (with --workers, the parent's) process id to this file; "
+        "removed on exit.",
+        group="Process",
+        metavar="FILE",
+    )
+    config_file: str | None = opt(
+        None,
+        "--config",
+        help="TOML file of options (keys are long flag names: workers = 4, ssl-certfile = ...). "
+        "The environment and the command line override it.",
+        group="Process",
+        metavar="FILE",
+    )
+    print_config: bool = opt(
+        False,
+        "--print-config",
+        help="Print the effective options (and where each came from) and exit.",
+        group="Process",
+        kind="flag",
+        parse=parse_bool,
+        env=False,
     )
 
     def with_changes(self, **changes: Any) -> Config:
