@@ -173,15 +173,15 @@ def _with_stack(spec: ListenSpec, specs: list[ListenSpec]) -> ListenSpec:
     return spec if ipv4_too else dataclasses.replace(spec, v6only=False)
 
 
-def open_listener(spec: ListenSpec, backlog: int) -> socket.socket:
-    """Create, bind and listen.
+def open_listener(spec: ListenSpec, backlog: int, reuse_port: bool = False) -> socket.socket:
+    """Create, bind and listen (TCP with SO_REUSEPORT when asked: one socket per worker).
 
     Raises:
         ListenError: Daphne's "Listen failure" line with a hint.
     """
     try:
         if spec.kind == "tcp":
-            return _open_tcp(spec, backlog)
+            return _open_tcp(spec, backlog, reuse_port)
         if spec.kind == "unix":
             return _open_unix(spec, backlog)
         return _adopt_fd(spec, backlog)
@@ -209,7 +209,7 @@ def _hint(spec: ListenSpec, exc: OSError) -> str:
     return ""
 
 
-def _open_tcp(spec: ListenSpec, backlog: int) -> socket.socket:
+def _open_tcp(spec: ListenSpec, backlog: int, reuse_port: bool = False) -> socket.socket:
     infos = socket.getaddrinfo(
         spec.host or None, spec.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )
@@ -217,6 +217,8 @@ def _open_tcp(spec: ListenSpec, backlog: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(spec.v6only))
         sock.bind(address)

@@ -90,6 +90,7 @@ def build_settings(config: Config, ctx: ServerContext) -> ConnectionSettings:
         ws_ping_interval=config.ping_interval,
         ws_ping_timeout=config.ping_timeout,
         writelines_pauses=not isinstance(ctx.loop, asyncio.BaseEventLoop),
+        limit_concurrency=config.limit_concurrency,
     )
 
 
@@ -111,6 +112,10 @@ class Server:
         self.settings: ConnectionSettings | None = None
         self._servers: list[asyncio.Server] = []
         self.started = asyncio.Event()
+
+    def requests_served(self) -> int:
+        """HTTP requests and WebSocket connections started so far."""
+        return self.settings.ctx.requests if self.settings is not None else 0
 
     async def serve(self, shutdown_trigger: Callable[[], Awaitable[object]]) -> None:
         """Start, serve until `shutdown_trigger()` returns, then drain and stop.

@@ -53,6 +53,8 @@ class ServerContext:
     # WebSocket: seconds the app has to accept (then 403), and the longest lifetime (then close).
     websocket_connect_timeout: float | None = 5.0
     websocket_timeout: float | None = None
+    # HTTP requests and WebSocket connections started (a worker retires after --max-requests).
+    requests: int = 0
     start_task: TaskFactory = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

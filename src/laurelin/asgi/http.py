@@ -176,6 +176,7 @@ class HTTPCycle:
     def start(self) -> None:
         """Run the app for this cycle (eagerly on Python 3.12+: context.app_task_factory)."""
         ctx = self._ctx
+        ctx.requests += 1
         if ctx.http_timeout is not None:
             self._timeout_timer = ctx.loop.call_later(ctx.http_timeout, self._on_http_timeout)
         self.task = ctx.start_task(self._run())

@@ -790,9 +790,18 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             self._write_error(408)
 
     def shutdown(self) -> None:
-        """Graceful shutdown: close now if idle, else after the current response."""
+        """Graceful shutdown: close after the current response; an idle connection closes
+        after a short grace, within which a request already sent is still answered."""
         if self._active is None and not self._pipeline and self._parsing is None:
-            self._close(linger=False)
+            if self._in_head:
+                return  # a request is arriving: answered, then closed (settings.draining)
+            grace = self.settings.drain_idle_grace
+            if grace <= 0 or self._closing:
+                self._close(linger=False)
+            elif self._deadline_kind != _KEEPALIVE or self._deadline > self.loop.time() + grace:
+                # A client that connected but sent nothing yet, or a keep-alive connection:
+                # silently closed at the end of the grace unless a request comes.
+                self._arm(_KEEPALIVE, grace)
         else:
             self._resp_keep_alive = False
 

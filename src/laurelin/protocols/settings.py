@@ -71,6 +71,9 @@ class ConnectionSettings:
     extensions: dict[str, Any] = field(default_factory=dict)
     connections: ConnectionRegistry = field(default_factory=ConnectionRegistry)
     draining: bool = False
+    # Seconds an idle HTTP/1.1 connection stays open once draining starts: a request already on
+    # its way is answered (with Connection: close) instead of meeting a closed connection.
+    drain_idle_grace: float = 1.0
     # WebSocket framing limits and extensions; keep-alive ping interval and pong timeout (0: no
     # pings).
     websocket: FramingSettings = field(default_factory=FramingSettings)

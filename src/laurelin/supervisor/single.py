@@ -1,4 +1,9 @@
 # laurelin.supervisor.single — run one server process from a Config, with signal handling.
+#
+# `run_from_config` is what the command line runs: one process serving on its own (the fast,
+# common case), or, with --workers > 1, --reload or --max-requests, the parent of worker
+# processes (supervisor/workers.py). `run_worker` is the body of one such worker: the same
+# server, on listeners inherited from the parent, linked to it by a control socket.
 from __future__ import annotations
 
 import asyncio
@@ -8,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 from laurelin.config import Config
 from laurelin.importer import AppLoadError, ASGIApp, load_app
@@ -21,13 +27,20 @@ from laurelin.listeners import (
 from laurelin.logs import configure_logging
 from laurelin.server import Server, StartupFailure
 from laurelin.supervisor.loops import LoopSetupError, loop_factory, prepare_loop
+from laurelin.supervisor.worker import ParentLink, max_requests_for
 from laurelin.tls import ServerTLS, TLSError, TLSFiles, build_server_tls
 
 logger = logging.getLogger("laurelin.error")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+EXIT_USAGE = 2
 EXIT_STARTUP_FAILED = 3
+
+
+def supervised(config: Config) -> bool:
+    """Whether this Config needs a parent process watching worker processes."""
+    return config.workers > 1 or config.reload or config.max_requests is not None
 
 
 def run_from_config(config: Config) -> int:
@@ -37,6 +50,10 @@ def run_from_config(config: Config) -> int:
     except ValueError as exc:
         print(f"laurelin: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    if supervised(config):
+        from laurelin.supervisor.workers import run_workers
+
+        return run_workers(config)
     try:
         factory = loop_factory(config.loop)
         app = load_app(config.app, app_dir=config.app_dir, factory=config.factory)
@@ -45,34 +62,83 @@ def run_from_config(config: Config) -> int:
         logger.critical("%s", exc)
         return EXIT_FAILURE
     try:
-        tls = _server_tls(specs, config)
+        tls = server_tls(specs, config)
     except TLSError as exc:
         logger.critical("%s", exc)
         return EXIT_FAILURE
+    try:
+        sockets = open_listeners(specs, config)
+    except ListenError as exc:
+        logger.critical("%s", exc)
+        return EXIT_FAILURE
+    try:
+        return _run_loop(factory, config, app, sockets, tls, None)
+    finally:
+        remove_unix_sockets([spec.path for spec in specs if spec.kind == "unix"])
+
+
+def run_worker(config: Config, fds: list[int | None], control: socket.socket) -> int:
+    """One worker process: the server on the listeners the parent handed down (an fd each, or
+    None for a TCP listener this worker opens itself with SO_REUSEPORT)."""
+    try:
+        configure_logging(config)
+    except ValueError as exc:
+        print(f"laurelin: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        factory = loop_factory(config.loop)
+        app = load_app(config.app, app_dir=config.app_dir, factory=config.factory)
+        specs = listen_specs(config)
+        tls = server_tls(specs, config)
+        sockets = []
+        for spec, fd in zip(specs, fds, strict=True):
+            if fd is None:
+                sockets.append(open_listener(spec, config.backlog, reuse_port=True))
+            else:
+                sock = socket.socket(fileno=fd)
+                sock.setblocking(False)
+                sockets.append(sock)
+    except (AppLoadError, LoopSetupError, EndpointError, TLSError, ListenError) as exc:
+        logger.critical("%s", exc)
+        return EXIT_FAILURE
+    return _run_loop(factory, config, app, sockets, tls, control)
+
+
+def open_listeners(specs: list[ListenSpec], config: Config) -> list[socket.socket]:
+    """Open every listener, or none (ListenError)."""
     sockets: list[socket.socket] = []
     try:
         for spec in specs:
             sockets.append(open_listener(spec, config.backlog))
-    except ListenError as exc:
-        logger.critical("%s", exc)
+    except ListenError:
         for sock in sockets:
             sock.close()
-        return EXIT_FAILURE
+        raise
+    return sockets
+
+
+def _run_loop(
+    factory: Callable[[], asyncio.AbstractEventLoop],
+    config: Config,
+    app: ASGIApp,
+    sockets: list[socket.socket],
+    tls: list[ServerTLS | None],
+    control: socket.socket | None,
+) -> int:
     loop = factory()
     try:
         prepare_loop(loop, config.verbosity)
         asyncio.set_event_loop(loop)
-        return loop.run_until_complete(_serve(config, app, sockets, tls))
+        return loop.run_until_complete(_serve(config, app, sockets, tls, control))
     finally:
         for sock in sockets:
             sock.close()
-        _remove_unix_sockets([spec.path for spec in specs if spec.kind == "unix"])
         loop.run_until_complete(loop.shutdown_asyncgens())
         asyncio.set_event_loop(None)
         loop.close()
 
 
-def _server_tls(specs: list[ListenSpec], config: Config) -> list[ServerTLS | None]:
+def server_tls(specs: list[ListenSpec], config: Config) -> list[ServerTLS | None]:
     """One SSL context per distinct set of TLS files, built before any socket is opened."""
     built: dict[TLSFiles, ServerTLS] = {}
     result: list[ServerTLS | None] = []
@@ -87,7 +153,11 @@ def _server_tls(specs: list[ListenSpec], config: Config) -> list[ServerTLS | Non
 
 
 async def _serve(
-    config: Config, app: ASGIApp, sockets: list[socket.socket], tls: list[ServerTLS | None]
+    config: Config,
+    app: ASGIApp,
+    sockets: list[socket.socket],
+    tls: list[ServerTLS | None],
+    control: socket.socket | None,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -101,23 +171,31 @@ async def _serve(
             logger.info("Received %s: shutting down gracefully", signal.Signals(signum).name)
             stop.set()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    # A worker leaves Ctrl-C to its parent, which stops the workers with SIGTERM.
+    signals = (signal.SIGTERM,) if control is not None else (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
         loop.add_signal_handler(signum, on_signal, signum)
     server = Server(config, app, sockets, tls)
+    link = None
+    if control is not None:
+        link = ParentLink(control, server.started, stop, max_requests_for(config))
+        link.requests = server.requests_served
     try:
         await server.serve(stop.wait)
     except StartupFailure as exc:
         logger.critical("%s", exc)
         return EXIT_STARTUP_FAILED
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        if link is not None:
+            link.close()
+        for signum in signals:
             loop.remove_signal_handler(signum)
     return EXIT_OK
 
 
-def _remove_unix_sockets(paths: list[str]) -> None:
-    # Only the socket files this process bound (from -u / unix:) are removed; adopted
-    # descriptors belong to whoever passed them.
+def remove_unix_sockets(paths: list[str]) -> None:
+    """Remove the socket files this process bound (from -u / unix:); adopted descriptors
+    belong to whoever passed them."""
     for path in paths:
         with contextlib.suppress(OSError):
             os.unlink(path)
