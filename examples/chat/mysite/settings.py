@@ -46,10 +46,14 @@ TEMPLATES = [
 WSGI_APPLICATION = None
 ASGI_APPLICATION = "mysite.asgi.application"
 
+DATABASE_FILE = Path(os.environ.get("CHAT_DATABASE", BASE_DIR / "db.sqlite3"))
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("CHAT_DATABASE", str(BASE_DIR / "db.sqlite3")),
+        "NAME": str(DATABASE_FILE),
+        # A file, not SQLite's in-memory test database: the live-server tests' server runs in
+        # another process, which must open the same test database.
+        "TEST": {"NAME": str(DATABASE_FILE.with_name(f"test_{DATABASE_FILE.name}"))},
     }
 }
 
