@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[standard,test]'
 	touch $(STAMP)
 
+# The Channels tutorial chat (examples/chat), served by laurelin through `manage.py runserver`.
 demo: $(STAMP)
-	$(BIN)/laurelin --app-dir examples hello:application -b 127.0.0.1 -p 8000
+	$(BIN)/python examples/chat/manage.py migrate --noinput
+	$(BIN)/python examples/chat/manage.py runserver 127.0.0.1:8000
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples compliance

@@ -4,7 +4,8 @@
 # log is Daphne's line (`ip:port - - [27/Nov/2026:10:00:00] "GET /path?q" 200 1234`) written
 # through the "laurelin.access" logger: to stdout at -v 1 and up, to --access-log FILE when given,
 # nowhere with --no-access-log. Anything a client controls is escaped before it reaches a log
-# line, so a request cannot forge lines (log injection, CVE-2020-7694).
+# line, so a request cannot forge lines (log injection, CVE-2020-7694). An `AccessSink` may take
+# the access records instead (Django's runserver writes them in Daphne's runserver format).
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ import logging.config
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from laurelin.config import Config
 
@@ -143,10 +144,62 @@ def format_client(client: tuple[str, int] | None) -> str:
     return f"{client[0]}:{client[1]}"
 
 
+class AccessSink(Protocol):
+    """Where access records go instead of the "laurelin.access" line (see `set_access_sink`).
+
+    Client-controlled text (method, target, path) arrives already escaped.
+    """
+
+    def http(
+        self,
+        client: tuple[str, int] | None,
+        method: str,
+        target: str,
+        status: int,
+        size: int,
+        duration: float,
+    ) -> None:
+        """One completed HTTP response; `duration` in seconds since the request arrived."""
+
+    def websocket(self, client: tuple[str, int] | None, action: str, path: str) -> None:
+        """One WebSocket event: WSCONNECTING, WSCONNECT, WSREJECT or WSDISCONNECT."""
+
+
+_sink: AccessSink | None = None
+
+
+def set_access_sink(sink: AccessSink | None) -> None:
+    """Send every access record to `sink` (None: back to the "laurelin.access" line).
+
+    Installing a sink turns the access log on (the "laurelin.access" logger goes to INFO), so
+    the server, which asks `access_logger.isEnabledFor(INFO)` once at start-up, reports records:
+    install it before the server starts.
+    """
+    global _sink
+    _sink = sink
+    if sink is not None:
+        access_logger.disabled = False
+        access_logger.setLevel(logging.INFO)
+
+
 def log_access(
-    client: tuple[str, int] | None, method: str, target: str, status: int, size: int
+    client: tuple[str, int] | None,
+    method: str,
+    target: str,
+    status: int,
+    size: int,
+    *,
+    duration: float = 0.0,
 ) -> None:
-    """Write one access-log line (callers check `access_logger.isEnabledFor(INFO)` first)."""
+    """Write one access-log line (callers check `access_logger.isEnabledFor(INFO)` first).
+
+    `duration` (seconds from the request's arrival to its response's end) is shown only by an
+    access sink (Daphne's runserver line has it; its access-log line does not).
+    """
+    sink = _sink
+    if sink is not None:
+        sink.http(client, escape(method), escape(target), status, size, duration)
+        return
     access_logger.info(
         '%s - - [%s] "%s %s" %d %d',
         format_client(client),
@@ -155,4 +208,18 @@ def log_access(
         escape(target),
         status,
         size,
+    )
+
+
+def log_websocket(client: tuple[str, int] | None, action: str, path: str) -> None:
+    """Write one WebSocket access-log line (callers check `access_logger.isEnabledFor(INFO)`).
+
+    `action` is WSCONNECTING, WSCONNECT, WSREJECT or WSDISCONNECT, as in Daphne's access log.
+    """
+    sink = _sink
+    if sink is not None:
+        sink.websocket(client, action, escape(path))
+        return
+    access_logger.info(
+        '%s - - [%s] "%s %s" - -', format_client(client), log_date(), action, escape(path)
     )

@@ -5,8 +5,9 @@
 # handshake completes, `websocket.receive` messages from a bounded queue (reading from the wire
 # pauses while the app lags), `websocket.send` with write backpressure, `websocket.close`, and
 # `websocket.disconnect` with code and reason. Also the connect timeout (403), the lifetime cap
-# and the rules for apps that fail: before accept -> 500; after -> close 1011. Frames, pings and
-# the handshake bytes are the wire adapter's business, reached through two small interfaces:
+# and the rules for apps that fail: before accept -> 500; after -> close 1011 (the failure is
+# logged, with the fix when it is a known Channels set-up mistake). Frames, pings and the
+# handshake bytes are the wire adapter's business, reached through two small interfaces:
 # `HandshakeSink` until the app accepts, `WebSocketSink` after.
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from laurelin.asgi.errors import error_page
 from laurelin.asgi.http import TOKEN, ClientDisconnected, check_response_headers
-from laurelin.logs import access_logger, escape, format_client, log_date
+from laurelin.logs import access_logger, escape, log_websocket
 
 if TYPE_CHECKING:
     from laurelin.asgi.context import ServerContext
@@ -378,7 +379,7 @@ class WebSocketCycle:
     def _after_failure(self, exc: BaseException | None) -> None:
         state = self._state
         if exc is not None:
-            logger.error("Exception in ASGI app: %s", self._where(), exc_info=exc)
+            logger.error("Exception in ASGI app: %s%s", self._where(), _hint(exc), exc_info=exc)
         if state == _CONNECTING:
             self._refuse(500)
         elif state == _OPEN:
@@ -392,13 +393,7 @@ class WebSocketCycle:
 
     def _access(self, action: str) -> None:
         if access_logger.isEnabledFor(logging.INFO):
-            access_logger.info(
-                '%s - - [%s] "%s %s" - -',
-                format_client(self.scope["client"]),
-                log_date(),
-                action,
-                escape(self.scope["raw_path"].decode("latin-1")),
-            )
+            log_websocket(self.scope["client"], action, self.scope["raw_path"].decode("latin-1"))
 
     # -- timers --------------------------------------------------------------------------------
 
@@ -527,6 +522,19 @@ def _close_args(message: Message) -> tuple[int, str]:
     if len(reason.encode()) > 123:
         raise RuntimeError("'websocket.close' reason is longer than 123 bytes (RFC 6455 5.5)")
     return code, reason
+
+
+def _hint(exc: BaseException) -> str:
+    """The fix for an app failure Channels users often meet, or ""."""
+    if isinstance(exc, ValueError) and str(exc).startswith(
+        "No application configured for scope type 'websocket'"
+    ):
+        # Channels' ProtocolTypeRouter raises this for a scope type it has no entry for.
+        return (
+            ' (hint: your ProtocolTypeRouter has no "websocket" entry: add '
+            '"websocket": URLRouter(websocket_urlpatterns) to it in your asgi.py)'
+        )
+    return ""
 
 
 def _warn_send_before_accept(scope: Scope) -> None:

@@ -1,0 +1,1 @@
+# The laurelin app's management commands: runserver.
