@@ -112,6 +112,40 @@ def test_graceful_timeout_cancels_the_app(run_server: RunServer, tmp_path: Path,
     assert not (response.status == 200 and response.complete)
 
 
+def test_work_after_the_response_finishes_before_exit(
+    run_server: RunServer, tmp_path: Path
+) -> None:
+    """An app still running after its response (a background task, a consumer's disconnect())
+    is waited for within --graceful-timeout, not destroyed with the event loop."""
+    server = run_server(APP, env=env(tmp_path))
+    sock = connect(server.port, timeout=30)
+    sock.sendall(get("/work-after-response?seconds=1.5&token=bg"))
+    assert read_response(sock).body == b"answered"
+    sock.close()
+    wait_marker(tmp_path, "bg.started")
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(timeout=10) == 0
+    assert (tmp_path / "bg.finished").exists()
+    assert "Waiting for 1 application call(s) to finish" in server.output
+    assert "Task was destroyed" not in server.output
+
+
+def test_work_after_the_response_is_cancelled_at_the_graceful_timeout(
+    run_server: RunServer, tmp_path: Path
+) -> None:
+    server = run_server(APP, "--graceful-timeout", "1", env=env(tmp_path))
+    sock = connect(server.port, timeout=30)
+    sock.sendall(get("/work-after-response?seconds=30&token=bg"))
+    assert read_response(sock).body == b"answered"
+    sock.close()
+    wait_marker(tmp_path, "bg.started")
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(timeout=10) == 0
+    assert wait_marker(tmp_path, "bg.cancelled", timeout=1) == "CancelledError"
+    assert "Graceful timeout: cancelling 1 application call(s)" in server.output
+    assert "Task was destroyed" not in server.output
+
+
 def test_sigint_once_is_graceful(run_server: RunServer, tmp_path: Path) -> None:
     server = run_server(APP, env=env(tmp_path))
     sock = start_slow(server, tmp_path, "sigint", 1)

@@ -223,7 +223,9 @@ def test_sigttin_and_sigttou_change_the_worker_count(launch: Callable[..., Launc
     proc.signal(signal.SIGTTIN)
     serving(proc, 3)
     wait_until(lambda: len(worker_pids(proc)) == 3, what="three workers")
+    # One at a time: two identical signals sent back to back may arrive as one.
     proc.signal(signal.SIGTTOU)
+    wait_until(lambda: len(worker_pids(proc)) == 2, what="two workers")
     proc.signal(signal.SIGTTOU)
     wait_until(lambda: len(worker_pids(proc)) == 1, what="one worker")
     proc.signal(signal.SIGTTOU)  # the last one stays

@@ -12,7 +12,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
 
-from laurelin.asgi.context import ServerContext
+from laurelin.asgi.context import APP_TASK_NAME, ServerContext
 from laurelin.asgi.lifespan import Lifespan, LifespanFailure
 from laurelin.asgi.proxy import DEFAULT_TRUSTED_PROXIES, ProxyTrust
 from laurelin.config import Config
@@ -169,6 +169,7 @@ class Server:
         for conn in list(settings.connections):
             conn.shutdown()
         timeout = self.config.graceful_timeout
+        deadline = asyncio.get_running_loop().time() + timeout
         if settings.connections:
             logger.info(
                 "Waiting for %d connection(s) to finish (up to %ss)",
@@ -185,5 +186,23 @@ class Server:
                 conn.cancel_apps()
                 conn.abort()
             await asyncio.sleep(0)
+        await self._finish_apps(settings.ctx, deadline)
         for server in self._servers:
             await server.wait_closed()
+
+    async def _finish_apps(self, ctx: ServerContext, deadline: float) -> None:
+        """Let app calls that outlive their connection finish (a WebSocket consumer's
+        disconnect(), work after a response) until the graceful deadline; then cancel them."""
+        loop = asyncio.get_running_loop()
+        running = ctx.requests - ctx.finished
+        if running <= 0:
+            return
+        logger.info("Waiting for %d application call(s) to finish", running)
+        if await ctx.wait_apps(deadline - loop.time()):
+            return
+        tasks = [t for t in asyncio.all_tasks() if t.get_name() == APP_TASK_NAME and not t.done()]
+        logger.warning("Graceful timeout: cancelling %d application call(s)", len(tasks))
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)

@@ -319,6 +319,14 @@ async def slow(scope: Scope, receive: Receive, send: Send) -> None:
     await respond(send, 200, b"slow done")
 
 
+@route("/work-after-response")
+async def work_after_response(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer at once, then keep working `seconds` (as a background task would)."""
+    query = params(scope)
+    await respond(send, 200, b"answered")
+    await _sleep_recording(query.get("token", ""), float(query.get("seconds", "1")))
+
+
 @route("/slow-stream")
 async def slow_stream(scope: Scope, receive: Receive, send: Send) -> None:
     """Start a chunked response, sleep `seconds`, then finish it."""

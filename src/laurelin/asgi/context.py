@@ -16,6 +16,8 @@ from laurelin.asgi.proxy import DEFAULT_TRUSTED_PROXIES, ProxyTrust
 from laurelin.importer import ASGIApp
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
+# The name of every app task: what a drain cancels once its time is up.
+APP_TASK_NAME = "laurelin-app"
 
 TaskFactory = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 
@@ -29,8 +31,8 @@ def app_task_factory(loop: asyncio.AbstractEventLoop) -> TaskFactory:
     more than the rest of a hello-world request.
     """
     if sys.version_info >= (3, 12):
-        return partial(asyncio.Task, loop=loop, name="laurelin-app", eager_start=True)
-    return loop.create_task
+        return partial(asyncio.Task, loop=loop, name=APP_TASK_NAME, eager_start=True)
+    return partial(loop.create_task, name=APP_TASK_NAME)
 
 
 @dataclass(slots=True)
@@ -53,12 +55,37 @@ class ServerContext:
     # WebSocket: seconds the app has to accept (then 403), and the longest lifetime (then close).
     websocket_connect_timeout: float | None = 5.0
     websocket_timeout: float | None = None
-    # HTTP requests and WebSocket connections started (a worker retires after --max-requests).
+    # App calls (HTTP requests, WebSocket connections) started and finished. A worker retires
+    # after --max-requests started; a drain waits for every one started to finish, including
+    # work an app does after its response or after its client left (a consumer's disconnect()).
     requests: int = 0
+    finished: int = 0
+    idle_waiter: asyncio.Future[None] | None = None
     start_task: TaskFactory = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.start_task = app_task_factory(self.loop)
+
+    def app_finished(self, counted: bool = False) -> None:
+        """An app call returned (or failed); the HTTP cycle counts it itself, inline."""
+        if not counted:
+            self.finished += 1
+        waiter = self.idle_waiter
+        if waiter is not None and self.finished >= self.requests and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait_apps(self, timeout: float) -> bool:
+        """Wait until every app call started has finished; False if `timeout` passed first."""
+        if self.finished >= self.requests:
+            return True
+        self.idle_waiter = self.loop.create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.idle_waiter), max(timeout, 0.0))
+        except TimeoutError:
+            return False
+        finally:
+            self.idle_waiter = None
+        return True
 
 
 @dataclass(slots=True)

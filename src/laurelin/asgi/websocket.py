@@ -146,6 +146,7 @@ class WebSocketCycle:
     def start(self) -> None:
         """Run the app for this connection; the handshake waits for its answer."""
         ctx = self._ctx
+        ctx.requests += 1
         self._access("WSCONNECTING")
         if ctx.websocket_connect_timeout is not None:
             self._connect_timer = ctx.loop.call_later(
@@ -375,6 +376,7 @@ class WebSocketCycle:
                 self._close_timer.cancel()
                 self._close_timer = None
             self._handshake.cycle_finished(self)
+            self._ctx.app_finished()
 
     def _after_failure(self, exc: BaseException | None) -> None:
         state = self._state
