@@ -17,6 +17,12 @@
 # read the peak RSS (VmHWM) of the server's processes, stop it; repeat the run if other processes
 # took CPU meanwhile. Medians over rounds are reported. laurelin runs from a copy of src/laurelin
 # taken at the start, so edits made during the benchmark do not leak in.
+#
+# --workers N (N > 1) is the multi-process variant: each server runs N worker processes with its
+# own option (daphne has none and is left out), and neither the server nor the client is pinned:
+# both may use every CPU. Before the response check the driver also waits until the server's
+# process tree holds its N workers and has gone idle (start-up done); memory and CPU are summed
+# over the whole tree, as always. The report says so at the top and in every table title.
 from __future__ import annotations
 
 import argparse
@@ -66,6 +72,12 @@ WS_PATH = "/ws"  # the echo route of bench/apps.py
 WS_MESSAGE_SIZE = 64
 
 
+def pin(cpu: str, workers: int) -> list[str]:
+    """The taskset prefix pinning a process to cpu in a one-worker run; none in an N-worker run,
+    where the server and the client may both use every CPU."""
+    return ["taskset", "-c", cpu] if workers == 1 else []
+
+
 # --- servers -------------------------------------------------------------------------------
 
 
@@ -88,16 +100,25 @@ class Server:
     # The whole command for the tls workload, for a server whose TLS listener replaces its plain
     # one (daphne: an ssl: endpoint instead of -b/-p); None: command plus tls_args.
     tls_command: tuple[str, ...] | None = None
+    # Options added, before the app, for --workers N with N > 1 ("{workers}" stands for N, here
+    # and in the command, where it is 1 otherwise); None: the server has no option to run several
+    # worker processes (daphne), and multi-worker runs leave it out.
+    workers_args: tuple[str, ...] | None = None
 
     def runs(self, workload: Workload) -> bool:
         """Whether the server takes part in the workload (h2c needs cleartext HTTP/2)."""
         return workload.kind != "h2c" or self.h2c_args is not None
 
     def argv(
-        self, bin_dir: Path, port: str, kind: str = "http", tls: TlsFiles | None = None
+        self,
+        bin_dir: Path,
+        port: str,
+        kind: str = "http",
+        tls: TlsFiles | None = None,
+        workers: int = 1,
     ) -> list[str]:
-        """The command line for a workload kind; without tls, the PEM files are shown as CERT
-        and KEY (for the report)."""
+        """The command line for a workload kind and a number of worker processes; without tls,
+        the PEM files are shown as CERT and KEY (for the report)."""
         command = self.command
         extra: tuple[str, ...] = ()
         if kind in ("ws-echo", "ws-idle"):
@@ -108,8 +129,13 @@ class Server:
             command = self.tls_command
         elif kind == "tls":
             extra = self.tls_args
+        if workers > 1:
+            if self.workers_args is None:
+                raise ValueError(f"{self.name} cannot run {workers} worker processes")
+            extra = (*self.workers_args, *extra)
         values = {
             "{port}": port,
+            "{workers}": str(workers),
             "{certfile}": str(tls.certfile) if tls else "CERT",
             "{keyfile}": str(tls.keyfile) if tls else "KEY",
         }
@@ -132,6 +158,7 @@ SERVERS: dict[str, Server] = {
             ("laurelin", "httptools", "uvloop", "websockets", "h2"),
             h2c_args=(),  # HTTP/1.1 and h2c on the same port (--http auto)
             tls_args=("--ssl-certfile", "{certfile}", "--ssl-keyfile", "{keyfile}"),
+            workers_args=("--workers", "{workers}"),
         ),
         Server(
             "uvicorn",
@@ -143,11 +170,12 @@ SERVERS: dict[str, Server] = {
             # The legacy websockets implementation; it warns that it is deprecated, at start-up.
             ("--ws", "websockets"),
             tls_args=("--ssl-certfile", "{certfile}", "--ssl-keyfile", "{keyfile}"),
+            workers_args=("--workers", "{workers}"),
         ),
         Server(
             "hypercorn",
             (
-                *("hypercorn", "-b", f"{HOST}:{{port}}", "-w", "1", "-k", "uvloop"),
+                *("hypercorn", "-b", f"{HOST}:{{port}}", "-w", "{workers}", "-k", "uvloop"),
                 *("--log-level", "warning", APP),
             ),
             ("hypercorn", "h11", "h2", "wsproto", "uvloop"),
@@ -156,6 +184,7 @@ SERVERS: dict[str, Server] = {
             # working directory.
             h2c_args=("--config", "hypercorn-h2c.toml"),
             tls_args=("--certfile", "{certfile}", "--keyfile", "{keyfile}"),
+            workers_args=(),  # -w {workers} in the command
         ),
         Server(
             "daphne",
@@ -170,13 +199,15 @@ SERVERS: dict[str, Server] = {
         Server(
             "granian",
             (
-                *("granian", "--interface", "asgi", "--workers", "1", "--runtime-threads", "1"),
+                *("granian", "--interface", "asgi", "--workers", "{workers}"),
+                *("--runtime-threads", "1"),
                 *("--loop", "uvloop", "--log-level", "warning"),
                 *("--host", HOST, "--port", "{port}", APP),
             ),
             ("granian", "uvloop"),
             h2c_args=(),  # --http auto takes HTTP/2 with prior knowledge
             tls_args=("--ssl-certificate", "{certfile}", "--ssl-keyfile", "{keyfile}"),
+            workers_args=(),  # --workers {workers} in the command
         ),
     )
 }
@@ -594,9 +625,14 @@ def _wrk_errors(result: WrkResult) -> str:
 
 
 def wrk_command(
-    workload: Workload, port: int, duration: int, connections: int, latency: bool
+    workload: Workload,
+    port: int,
+    duration: int,
+    connections: int,
+    latency: bool,
+    workers: int = 1,
 ) -> list[str]:
-    argv = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s"]
+    argv = [*pin(CLIENT_CPU, workers), "wrk", "-t1", f"-c{connections}", f"-d{duration}s"]
     if latency:
         argv.append("--latency")
     scheme = "https" if workload.kind == "tls" else "http"
@@ -618,7 +654,8 @@ def h2load_command(
     """h2load on one thread; an http:// URL makes it speak HTTP/2 with prior knowledge (h2c).
     With log, it writes one line per request (start, status, time taken), for the percentiles."""
     argv = [
-        *("taskset", "-c", CLIENT_CPU, "h2load", "-t1"),
+        *pin(CLIENT_CPU, args.workers),
+        *("h2load", "-t1"),
         *(f"-c{args.h2_connections}", f"-m{args.h2_streams}", "-D", str(duration)),
     ]
     if log is not None:
@@ -744,7 +781,7 @@ def _ws_errors(result: WsResult) -> str:
 
 def ws_client_command(workload: Workload, port: int, args: argparse.Namespace) -> list[str]:
     url = f"ws://{HOST}:{port}{WS_PATH}"
-    argv = ["taskset", "-c", CLIENT_CPU, "node", str(WS_CLIENT)]
+    argv = [*pin(CLIENT_CPU, args.workers), "node", str(WS_CLIENT)]
     if workload.kind == "ws-echo":
         return [
             *(*argv, "echo", "--url", url, "--connections", str(args.ws_connections)),
@@ -790,7 +827,7 @@ class WsClient:
 
     @property
     def pid(self) -> int:
-        return self.proc.pid  # taskset execs node: the same process
+        return self.proc.pid  # taskset, when there is one, execs node: the same process
 
     def next_event(self, timeout: float) -> dict[str, Any] | None:
         """The next JSON line, or None at the end of the output or after timeout seconds."""
@@ -976,6 +1013,58 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return ""
+
+
+# Processes of a server's tree that are not workers: multiprocessing's resource tracker, which
+# uvicorn and hypercorn start next to their spawned workers.
+_HELPER_PROCESSES = ("multiprocessing.resource_tracker",)
+# N-worker runs: the tree must stay this long under _SETTLE_CPU % of one core, with the same
+# processes, to count as started.
+_SETTLE_SECONDS = 0.5
+_SETTLE_CPU = 5.0
+
+
+def worker_processes(pids: Sequence[int]) -> list[int]:
+    """The server's worker processes: its tree (pids, root first) without the root and helpers."""
+    return [pid for pid in pids[1:] if not any(h in _cmdline(pid) for h in _HELPER_PROCESSES)]
+
+
+def wait_for_workers(
+    proc: subprocess.Popen[bytes], workers: int, timeout: float = 60.0
+) -> str | None:
+    """N-worker runs: the port accepts as soon as the parent has bound it, before any worker
+    serves (the kernel queues the connections), so wait until the server's process tree holds at
+    least `workers` worker processes and has gone idle with the same processes for
+    _SETTLE_SECONDS: every worker has imported the app, run its lifespan startup and waits in its
+    event loop. None when that happened, else the problem."""
+    deadline = time.monotonic() + timeout
+    found: list[int] = []
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return f"server exited while its workers started (status {proc.returncode})"
+        pids = process_tree(proc.pid)
+        found = worker_processes(pids)
+        if len(found) < workers:
+            time.sleep(0.1)
+            continue
+        before = _process_ticks(pids)
+        time.sleep(_SETTLE_SECONDS)
+        busy = (_process_ticks(pids) - before) * 100 / (_SETTLE_SECONDS * CLK_TCK)
+        if sorted(process_tree(proc.pid)) == sorted(pids) and busy < _SETTLE_CPU:
+            return None
+    return (
+        f"workers not settled after {timeout:.0f} s ({len(found)} worker processes of {workers} "
+        "seen, or still busy); measured anyway"
+    )
+
+
 def vm_kib(pid: int, field: str = "VmHWM") -> int:
     """A memory figure of /proc/<pid>/status: VmHWM (peak RSS) or VmRSS (RSS now); 0 if gone."""
     try:
@@ -1045,8 +1134,8 @@ def _rusage_seconds(who: int) -> float:
 class CpuUse:
     """Percent of one CPU over the measured run."""
 
-    server: float = 0.0  # the server's processes (pinned to SERVER_CPU)
-    client: float = 0.0  # wrk or the WebSocket client (pinned to CLIENT_CPU)
+    server: float = 0.0  # the server's processes (pinned to SERVER_CPU in one-worker runs)
+    client: float = 0.0  # wrk or the WebSocket client (pinned to CLIENT_CPU likewise)
     other: float = 0.0  # everything else, on either CPU
     steal: float = 0.0  # hypervisor steal, both CPUs
 
@@ -1230,8 +1319,8 @@ def run_one(
 ) -> Run:
     port = free_port()
     bin_dir = paths.venvs / server.name / "bin"
-    server_argv = server.argv(bin_dir, str(port), workload.kind, paths.tls)
-    argv = ["taskset", "-c", SERVER_CPU, *server_argv]
+    server_argv = server.argv(bin_dir, str(port), workload.kind, paths.tls, args.workers)
+    argv = [*pin(SERVER_CPU, args.workers), *server_argv]
     logs = RESULTS_DIR / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{server.name}-{workload.name}-r{rnd}.log"
@@ -1273,6 +1362,10 @@ def _drive(
     if not wait_for_port(port, proc):
         run.problems.append(f"server did not accept on port {port} (exit {proc.poll()})")
         return
+    if args.workers > 1 and (problem := wait_for_workers(proc, args.workers)):
+        run.problems.append(problem)
+        if proc.poll() is not None:
+            return
     if problem := check_response(workload, port, paths.tls):
         run.problems.append(f"response check: {problem}")
     if workload.websocket:
@@ -1299,14 +1392,15 @@ def _drive_wrk(
     run: Run,
 ) -> None:
     if args.warmup > 0:
-        argv = wrk_command(workload, port, args.warmup, args.connections, False)
+        argv = wrk_command(workload, port, args.warmup, args.connections, False, args.workers)
         warm = parse_wrk(run_wrk(argv, args.warmup)[1])
         if warm.error_count or warm.parse_error:
             run.problems.append(f"warm-up: {_wrk_errors(warm) or warm.parse_error}")
     pids = process_tree(proc.pid)
     before = CpuSnapshot.take(pids)
     code, output = run_wrk(
-        wrk_command(workload, port, args.duration, args.connections, True), args.duration
+        wrk_command(workload, port, args.duration, args.connections, True, args.workers),
+        args.duration,
     )
     run.cpu = CpuSnapshot.take(pids).since(before)
     run.wrk = parse_wrk(output)
@@ -1593,6 +1687,11 @@ def render(
         if used
     )
     rate_name = "Requests/sec" if requests else "Messages/s"
+    multi = args.workers > 1
+    mode = _mode(args)  # "" in one-worker runs: the titles are as they always were
+    # In N-worker runs every command runs without taskset; in one-worker runs, these prefixes.
+    server_pin = shlex.join(pin(SERVER_CPU, args.workers))
+    client_pin = " ".join(pin(CLIENT_CPU, args.workers)) + (" " if not multi else "")
     lines: list[str] = []
     add = lines.append
 
@@ -1600,7 +1699,7 @@ def render(
         """Rates by server, then laurelin's ratios; only the servers that ran these rows."""
         shown = [s.name for s in servers if any(s.runs(w) for w in rows)]
         versus = [n for n in others if n in shown]
-        add(f"### {title} (median of {args.rounds})")
+        add(f"### {mode}{title} (median of {args.rounds})")
         add("")
         header = ["workload", *shown, *(f"laurelin vs {o}" for o in versus)]
         add("| " + " | ".join(header) + " |")
@@ -1617,7 +1716,8 @@ def render(
             add("| " + " | ".join(row) + " |")
         add("")
         for w in rows:
-            if line := _target_line(w, cells, names):
+            # The targets are set for the one-worker, pinned run.
+            if not multi and (line := _target_line(w, cells, names)):
                 add(line)
                 add("")
         skipped = [s.name for s in servers if not all(s.runs(w) for w in rows)]
@@ -1630,7 +1730,7 @@ def render(
             add("")
 
     def server_table(title: str, rows: Sequence[Workload], value: Any) -> None:
-        add(f"### {title}")
+        add(f"### {mode}{title}")
         add("")
         add("| workload | " + " | ".join(names) + " |")
         add("|---|" + "---:|" * len(names))
@@ -1642,6 +1742,19 @@ def render(
             add("| " + " | ".join(row) + " |")
         add("")
 
+    if multi:
+        add(
+            f"**{args.workers}-worker run, unpinned**: every server runs {args.workers} worker "
+            "processes and neither the server nor the load generator is pinned to a CPU (both "
+            f"share all {meta['cpus']} CPUs). Not comparable with the one-worker runs, where "
+            f"the server has CPU {SERVER_CPU} to itself and the client CPU {CLIENT_CPU}."
+            + (
+                f" Left out: {', '.join(meta['left_out'])} (no option to run worker processes)."
+                if meta.get("left_out")
+                else ""
+            )
+        )
+        add("")
     add(f"Command: `{meta['command']}`  ")
     add(f"Date: {meta['date']}  ")
     add(f"Python: {meta['python']} (every server)  ")
@@ -1649,13 +1762,20 @@ def render(
     if "laurelin_source" in meta:
         add(f"laurelin source: {meta['laurelin_source']}  ")
     add(f"Machine: {meta['cpu']}, {meta['cpus']} CPUs, Linux {meta['kernel']}  ")
-    method = [
-        f"Method: server on `taskset -c {SERVER_CPU}` (one worker); "
-        f"{args.rounds} round(s), median shown"
-    ]
+    if multi:
+        method = [
+            f"Method: {args.workers} worker processes per server, server and client not pinned; "
+            f"after the port accepts, the driver waits until the server's process tree holds "
+            f"{args.workers} workers and has been idle for {_SETTLE_SECONDS:g} s (start-up done) "
+            f"before the response check; {args.rounds} round(s), median shown"
+        ]
+    else:
+        method = [
+            f"Method: server on `{server_pin}` (one worker); {args.rounds} round(s), median shown"
+        ]
     if wrk:
         method.append(
-            f"HTTP: `taskset -c {CLIENT_CPU} wrk -t1 -c{args.connections} -d{args.duration}s "
+            f"HTTP: `{client_pin}wrk -t1 -c{args.connections} -d{args.duration}s "
             f"--latency` after a {args.warmup} s warm-up ({meta['wrk']})"
         )
     if tls:
@@ -1666,14 +1786,14 @@ def render(
         )
     if h2c:
         method.append(
-            f"h2c: `taskset -c {CLIENT_CPU} h2load -t1 -c{args.h2_connections} "
+            f"h2c: `{client_pin}h2load -t1 -c{args.h2_connections} "
             f"-m{args.h2_streams} -D {args.duration} http://{HOST}:PORT/hello` (HTTP/2 with "
             f"prior knowledge) after a {args.warmup} s warm-up ({meta['h2load']}); latency "
             "percentiles from its per-request log (--log-file)"
         )
     if websocket:
         method.append(
-            f"WebSocket: `taskset -c {CLIENT_CPU} node bench/ws/client.mjs` "
+            f"WebSocket: `{client_pin}node bench/ws/client.mjs` "
             f"({meta['ws_client']}, no permessage-deflate)"
         )
     if echo:
@@ -1723,7 +1843,7 @@ def render(
                 f"{_fmt_ms(c.latency_avg_ms)} / {_fmt_ms(c.latency_p99_ms)}" if c.rounds else "-"
             ),
         )
-        add("### Peak RSS, MiB (VmHWM at the end of the run, max over rounds)")
+        add(f"### {mode}Peak RSS, MiB (VmHWM at the end of the run, max over rounds)")
         add("")
         add("| workload | " + " | ".join(names) + " |")
         add("|---|" + "---:|" * len(names))
@@ -1741,23 +1861,47 @@ def render(
                 row.append(f"{c.rss_kib / 1024:.1f}" if c.rss_kib else "-")
             add("| " + " | ".join(row) + " |")
         add("| **max** | " + " | ".join(f"**{peak.get(n, 0) / 1024:.1f}**" for n in names) + " |")
-        multi = [n for n in names if any(c.processes > 1 for (m, _), c in cells.items() if m == n)]
-        if multi:
+        several = [
+            n for n in names if any(c.processes > 1 for (m, _), c in cells.items() if m == n)
+        ]
+        if several:
             add(
                 "| max, largest process | "
                 + " | ".join(f"{largest.get(n, 0) / 1024:.1f}" for n in names)
                 + " |"
             )
             add("")
-            add(
-                "RSS is summed over all of a server's processes (VmHWM of each); "
-                f"more than one process: {', '.join(multi)}. "
-                "The last row is the largest single process (the worker)."
-            )
+            if multi:
+                trackers = [n for n in names if n in ("uvicorn", "hypercorn")]
+                add(
+                    "RSS is summed over all of a server's processes (VmHWM of each): the "
+                    f"parent, its {args.workers} workers"
+                    + (
+                        f" and, for {' and '.join(trackers)}, multiprocessing's resource tracker"
+                        if trackers
+                        else ""
+                    )
+                    + ". The last row is the largest single process."
+                )
+            else:
+                add(
+                    "RSS is summed over all of a server's processes (VmHWM of each); "
+                    f"more than one process: {', '.join(several)}. "
+                    "The last row is the largest single process (the worker)."
+                )
         add("")
+        if multi:
+            cpu_title = (
+                f"CPU use, % of one core (median: server, all its processes / {client}; "
+                f"nothing pinned, {meta['cpus']} CPUs = {100 * (meta['cpus'] or 1)} %)"
+            )
+        else:
+            cpu_title = (
+                f"CPU use, % of one core (median: server on CPU {SERVER_CPU} / "
+                f"{client} on CPU {CLIENT_CPU})"
+            )
         server_table(
-            f"CPU use, % of one core (median: server on CPU {SERVER_CPU} / "
-            f"{client} on CPU {CLIENT_CPU})",
+            cpu_title,
             rated,
             lambda c: f"{c.server_cpu:.0f} / {c.client_cpu:.0f}" if c.rounds else "-",
         )
@@ -1791,13 +1935,14 @@ def render(
         add("")
     add("### Servers")
     add("")
-    add(f"| server | versions | command (after `taskset -c {SERVER_CPU}`) |")
+    pinning = f"after `{server_pin}`" if server_pin else "not pinned"
+    add(f"| server | versions | command ({pinning}) |")
     add("|---|---|---|")
     for s in servers:
         versions = ", ".join(
             f"{k} {v}" for k, v in meta["versions"][s.name].items() if k != "python"
         )
-        cmd = f"`{shlex.join(s.argv(Path(), 'PORT'))}`"
+        cmd = f"`{shlex.join(s.argv(Path(), 'PORT', workers=args.workers))}`"
         if websocket and s.ws_args:
             cmd += f", plus `{shlex.join(s.ws_args)}` for the WebSocket workloads"
         if h2c and s.h2c_args:
@@ -1807,13 +1952,15 @@ def render(
         elif h2c:
             cmd += "; h2c: not run (no cleartext HTTP/2)"
         if tls and s.tls_command is not None:
-            cmd += f"; tls: `{shlex.join(s.argv(Path(), 'PORT', 'tls'))}`"
+            cmd += f"; tls: `{shlex.join(s.argv(Path(), 'PORT', 'tls', workers=args.workers))}`"
         elif tls:
             tls_args = (
                 w.replace("{certfile}", "CERT").replace("{keyfile}", "KEY") for w in s.tls_args
             )
             cmd += f"; tls: plus `{shlex.join(tls_args)}`"
         add(f"| {s.name} | {versions} | {cmd} |")
+    for name in meta.get("left_out", ()):
+        add(f"| {name} | - | not run: no option to run {args.workers} worker processes |")
     add("")
     add("### Errors")
     add("")
@@ -1856,6 +2003,11 @@ def render(
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _mode(args: argparse.Namespace) -> str:
+    """The start of every table title: "" in one-worker runs, else what makes them different."""
+    return "" if args.workers == 1 else f"{args.workers} workers per server, unpinned: "
+
+
 def _render_idle(
     add: Any,
     workload: Workload,
@@ -1866,7 +2018,7 @@ def _render_idle(
 ) -> None:
     """The ws-idle table: one row per figure, one column per server, then laurelin's ratios."""
     add(
-        f"### WebSocket idle connections: server memory ({args.ws_idle_connections:,} "
+        f"### {_mode(args)}WebSocket idle connections: server memory ({args.ws_idle_connections:,} "
         f"connections held {args.duration} s; median of {args.rounds})"
     )
     add("")
@@ -2000,13 +2152,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="run laurelin from the live working tree instead of a copy taken at the start",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes per server (default 1: server pinned to CPU "
+        f"{SERVER_CPU}, client to CPU {CLIENT_CPU}); above 1, each server runs that many with "
+        "its own option, neither the server nor the client is pinned, and daphne (no such "
+        "option) is left out",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
-        default=RESULTS_DIR / "latest.md",
+        default=None,
         help="Markdown report path; the raw data goes next to it as .json "
-        "(default bench/results/latest.md)",
+        "(default bench/results/latest.md, or latest-workers<N>.md with --workers N > 1)",
     )
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be positive")
+    if args.output is None:
+        name = "latest.md" if args.workers == 1 else f"latest-workers{args.workers}.md"
+        args.output = RESULTS_DIR / name
     if min(args.rounds, args.duration, args.connections) < 1:
         parser.error("--rounds, --duration and --connections must be positive")
     if min(args.h2_connections, args.h2_streams) < 1:
@@ -2029,6 +2195,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, _exit_on_signal)
     venvs: Path = args.venvs.resolve()
     servers = [SERVERS[n] for n in args.servers]
+    left_out: list[str] = []
+    if args.workers > 1:
+        left_out = [s.name for s in servers if s.workers_args is None]
+        servers = [s for s in servers if s.workers_args is not None]
+        args.servers = [s.name for s in servers]
+        for name in left_out:
+            print(f"bench: {name} left out: no option to run worker processes", file=sys.stderr)
+        if not servers:
+            print("bench: no chosen server can run several worker processes", file=sys.stderr)
+            return 2
     workloads = [WORKLOADS[n] for n in args.workloads]
     if any(w.websocket for w in workloads):
         needed = (args.ws_idle_connections if "ws-idle" in args.workloads else 0) + 1024
@@ -2054,6 +2230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "kernel": platform.release(),
         "wrk": _wrk_version(),
         "versions": versions,
+        "left_out": left_out,
     }
     if any(w.websocket for w in workloads):
         meta["ws_client"] = _ws_client_version()
