@@ -25,7 +25,8 @@ CANDIDATES = (
 
 
 def env_fields() -> list[dataclasses.Field[Any]]:
-    return [f for f in option_fields() if f.metadata["env"]]
+    # LAURELIN_CONFIG_FILE names a file that is read at once: tests/test_config_file.py has it.
+    return [f for f in option_fields() if f.metadata["env"] and f.name != "config_file"]
 
 
 def value_samples(f: dataclasses.Field[Any], count: int) -> list[str]:

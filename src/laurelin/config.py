@@ -1,8 +1,9 @@
 # laurelin.config — every server option, declared once.
 #
 # Rule: an option exists only as a field of `Config`. Its metadata (flags, help, group, choices)
-# is what the command line (cli.py), the environment (LAURELIN_<NAME>) and docs/cli.md are built
-# from, so the three cannot drift apart. Config is data: derived objects (sockets, SSL contexts,
+# is what the command line (cli.py), the environment (LAURELIN_<NAME>), the TOML config file
+# (--config), the keywords of laurelin.run() and docs/cli.md are built from, so they cannot
+# drift apart. Config is data: derived objects (sockets, SSL contexts,
 # the loaded app, encoded headers) are built at start-up elsewhere and never written back here.
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ENV_PREFIX = "LAURELIN_"
+# The worker count Heroku, Render and gunicorn users already set; LAURELIN_WORKERS wins over it.
+WEB_CONCURRENCY = "WEB_CONCURRENCY"
+# Options that only the command line (or LAURELIN_CONFIG_FILE) gives: a config file cannot name
+# another config file, and --print-config is an action, not a setting.
+COMMAND_LINE_ONLY = frozenset({"config_file", "print_config"})
 DAPHNE_LOG_FORMAT = "%(asctime)-15s %(levelname)-8s %(message)s"
 
 GROUPS = (
@@ -105,6 +111,14 @@ def seconds(text: str) -> float:
     value = float(text)
     if not value >= 0:  # also refuses NaN
         raise ValueError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """Parse a count that may be 0 but not negative."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{text!r} must be 0 or more")
     return value
 
 
@@ -467,8 +481,9 @@ class Config:
     limit_concurrency: int | None = opt(
         None,
         "--limit-concurrency",
-        help="Most connections (and HTTP/2 streams) served at once; beyond it a request gets "
-        "503 at once instead of waiting. Default: no limit.",
+        help="Most connections served at once, an HTTP/2 stream beyond its connection's first "
+        "counting as one more; past it a new connection's request (or a new stream) gets 503 "
+        "at once, never a queue. Default: no limit.",
         group="Limits and timeouts",
         parse=optional_int,
         metavar="COUNT",
@@ -653,7 +668,7 @@ class Config:
         help="Add a random 0..N to each worker's --max-requests, so workers do not all restart "
         "together.",
         group="Process",
-        parse=int,
+        parse=non_negative_int,
         metavar="COUNT",
     )
     reload: bool = opt(
@@ -773,7 +788,8 @@ def convert_env(f: dataclasses.Field[Any], text: str) -> Any:
 
 
 def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Field values given by LAURELIN_<NAME> environment variables.
+    """Field values given by LAURELIN_<NAME> environment variables (and WEB_CONCURRENCY, for
+    `workers` when LAURELIN_WORKERS is not set).
 
     Raises:
         ValueError: naming the variable whose value cannot be converted.
@@ -790,4 +806,166 @@ def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             values[f.name] = convert_env(f, environ[name])
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
+    if "workers" not in values and WEB_CONCURRENCY in environ:
+        text = environ[WEB_CONCURRENCY]
+        try:
+            values["workers"] = positive_int(text)
+        except ValueError:
+            raise ValueError(
+                f"{WEB_CONCURRENCY}: expected a number of worker processes (1 or more), "
+                f"got {text!r}"
+            ) from None
     return values
+
+
+# -- values given as data: the TOML config file and laurelin.run()'s keywords ---------------------
+
+
+def option_key(name: str) -> str:
+    """The canonical spelling of a config-file key: lower case with dashes ("ssl-certfile")."""
+    return name.replace("_", "-")
+
+
+def option_keys() -> dict[str, tuple[dataclasses.Field[Any], bool]]:
+    """Every config-file key -> (its field, whether the key negates it).
+
+    A key is a long flag without its dashes (`pid`, `ssl-certfile`, `no-date-header`) or a field
+    name (`pid_file`, `date_header`); dashes and underscores are the same.
+    """
+    keys: dict[str, tuple[dataclasses.Field[Any], bool]] = {}
+    for f in option_fields():
+        keys[option_key(f.name)] = (f, False)
+        for flag in f.metadata["flags"]:
+            if flag.startswith("--"):
+                keys[option_key(flag[2:])] = (f, f.metadata["kind"] == "negate")
+    return keys
+
+
+def _value_type(f: dataclasses.Field[Any]) -> str:
+    """The kind of value the field takes: list, bool, int, float or str (its annotation)."""
+    annotation = str(f.type)
+    if annotation.startswith("tuple"):
+        return "list"
+    return annotation.removesuffix(" | None")
+
+
+def _described(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__}"
+
+
+def typed_value(f: dataclasses.Field[Any], value: Any, *, allow_none: bool = False) -> Any:
+    """Check a value given as data (TOML, a keyword of laurelin.run()) for field `f` and convert
+    it as its command-line text would be, so that the same rules and limits apply.
+
+    `allow_none`: None is accepted where the field's type allows it (the Python API).
+
+    Raises:
+        ValueError: the value has the wrong type or is invalid, with a message saying why.
+    """
+    kind = _value_type(f)
+    if value is None and allow_none and str(f.type).endswith("| None"):
+        return None
+    if kind == "list":
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"expected a list of strings, got {_described(value)}")
+        return tuple(convert(f, item) for item in value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {_described(value)}")
+        return value
+    if kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        expected = "an integer"
+    elif kind == "float":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        expected = "a number"
+    else:
+        # `http = 2` reads as well as `http = "2"` where the choices are numbers.
+        numeric_choice = f.metadata["choices"] and type(value) is int
+        ok = isinstance(value, str) or bool(numeric_choice)
+        expected = "a string"
+    if not ok:
+        raise ValueError(f"expected {expected}, got {_described(value)}")
+    return convert(f, str(value))
+
+
+def from_file_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Field values from a parsed config file (a TOML document's top-level table).
+
+    Raises:
+        ValueError: "KEY: why" for the first key that is not an option or has a bad value.
+    """
+    keys = option_keys()
+    values: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
+    for key, raw in data.items():
+        found = keys.get(option_key(key))
+        if found is None:
+            raise ValueError(f"{key}: not a laurelin option{_did_you_mean(key, keys)}")
+        f, negated = found
+        if f.name in COMMAND_LINE_ONLY:
+            raise ValueError(f"{key}: can only be given on the command line")
+        if f.name in given_as:
+            raise ValueError(f"{key}: the option is already set by {given_as[f.name]}")
+        given_as[f.name] = key
+        try:
+            value = typed_value(f, raw)
+        except ValueError as exc:
+            raise ValueError(f"{key}: {exc}") from None
+        values[f.name] = not value if negated else value
+    return values
+
+
+def _did_you_mean(key: str, keys: Mapping[str, object]) -> str:
+    import difflib  # only on this error path
+
+    close = difflib.get_close_matches(option_key(key), list(keys), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """Field values from the TOML file at `path` (--config).
+
+    Raises:
+        ValueError: one line naming the file (and the key) and what is wrong.
+    """
+    import tomllib  # here, not at the top: `import laurelin` stays cheap
+
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return from_file_data(data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def check_combination(values: Mapping[str, Any]) -> None:
+    """The rules between options, whichever layer gave them (the application aside).
+
+    Raises:
+        ValueError: naming the option that needs another.
+    """
+    if not values.get("proxy_headers"):
+        for name in ("proxy_headers_host", "proxy_headers_port"):
+            if values.get(name):
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} needs --proxy-headers")
+    if values.get("ssl_keyfile") and not values.get("ssl_certfile"):
+        raise ValueError("--ssl-keyfile needs --ssl-certfile")
+    if values.get("reload") and values.get("workers", 1) > 1:
+        raise ValueError("--reload and --workers > 1 cannot be combined: reload runs one worker")

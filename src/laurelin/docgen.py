@@ -21,10 +21,20 @@ python -m laurelin [options] module.path:application
 ```
 
 Every Daphne command line works unchanged (see [daphne.md](daphne.md) for what differs).
-Each option can also be set with an environment variable; the command line wins over the
-environment, which wins over the default. In the environment, flags take `true`/`false` (also
-`1`/`0`, `yes`/`no`, `on`/`off`) and repeatable options take a comma-separated list, e.g.
-`LAURELIN_HEADERS=X-Frame-Options:DENY,X-Team:web`.
+Each option can also be set with an environment variable, or in a TOML file given with
+`--config` (or `LAURELIN_CONFIG_FILE`); the command line wins over the environment, which wins
+over the file, which wins over the default. `laurelin --print-config` shows the result and
+where each value came from, as TOML that `--config` reads back. In the environment, flags take
+`true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`) and repeatable options take a
+comma-separated list, e.g. `LAURELIN_HEADERS=X-Frame-Options:DENY,X-Team:web`;
+`WEB_CONCURRENCY` sets `--workers` when `LAURELIN_WORKERS` does not.
+
+In the file, keys are the long option names without their dashes (`workers = 4`,
+`ssl-certfile = "cert.pem"`, `no-date-header = true`; underscores work too, as do the option
+names of `laurelin.run()`, e.g. `pid_file`), values have their TOML type (numbers, `true` /
+`false`, strings, and arrays of strings for repeatable options: `header = ["X-A:1"]`), and
+relative paths are relative to the directory laurelin runs in. A key that is not an option, or
+a value of the wrong type, stops laurelin with one line naming the file and the key.
 """
 
 

@@ -17,7 +17,7 @@ _EXPLANATIONS = {
     414: "The request target is longer than the server accepts.",
     431: "The request header fields are larger than the server accepts.",
     500: "The server encountered an internal error and could not complete the request.",
-    503: "The application did not respond in time.",
+    503: "The server cannot answer this request right now; try again later.",
     505: "The HTTP version of the request is not supported.",
 }
 

@@ -14,7 +14,7 @@
 # HTTP/2 starts here too (RFC 9113 3): ALPN "h2" after a TLS handshake, the connection preface
 # as a cleartext connection's first bytes (prior knowledge), or an `Upgrade: h2c` request
 # without a body (101, then the request is stream 1); each hands the transport to an
-# HTTP2Connection.
+# HTTP2Connection. Past --limit-concurrency a new connection's first request gets 503 (_OverLimit).
 from __future__ import annotations
 
 import asyncio
@@ -95,6 +95,21 @@ class _PendingUpgrade:
         self.framing = framing
         self.extensions = extensions
         self.early = bytearray()  # what the client sent after its handshake request
+
+
+class _OverLimit:
+    """The parser callbacks of a connection that came past --limit-concurrency: its first
+    request head is read as usual (with the usual limits), then answered 503 and the connection
+    closed; it never reaches the app. Chosen once per connection: nothing is added per request."""
+
+    __slots__ = ("on_header", "on_url")
+
+    def __init__(self, conn: HTTP1Connection) -> None:
+        self.on_url = conn.on_url
+        self.on_header = conn.on_header
+
+    def on_headers_complete(self) -> None:
+        raise BadRequest("over --limit-concurrency", 503)
 
 
 class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
@@ -206,6 +221,8 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
                 return
             # Without ALPN a client may still speak HTTP/2 by prior knowledge (RFC 9113 3.3).
             self._fresh = alpn is None
+        if settings.limit_concurrency is not None and settings.over_limit(1):
+            self._parser = httptools.HttpRequestParser(_OverLimit(self))
         settings.connections.add(self)
         self._arm(_HEAD, settings.header_read_timeout)
 

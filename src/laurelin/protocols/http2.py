@@ -6,10 +6,11 @@
 # `http.disconnect`, WebSocket over HTTP/2 (RFC 8441), and the defences: REFUSED_STREAM past
 # the stream limit, the header-list limit (HPACK bombs; h2 bounds CONTINUATION itself),
 # budgets for resets (rapid reset) and control frames (PING/SETTINGS floods), no reading while
-# the peer does not read what we send, and GOAWAY when idle or shutting down. Sending is the
-# StreamOutput mixin's (http2_output.py); h2 itself is adapted in http2_machine.py. Started by
-# protocols/http1.py, which owns the listening socket's first bytes: ALPN "h2", the prior-
-# knowledge preface, or an `Upgrade: h2c` request (served here as stream 1).
+# the peer does not read what we send, GOAWAY when idle or shutting down, and 503 for a stream
+# past --limit-concurrency (each stream beyond a connection's first counts as a connection).
+# Sending is the StreamOutput mixin's (http2_output.py); h2 itself is adapted in
+# http2_machine.py. Started by protocols/http1.py, which owns the listening socket's first
+# bytes: ALPN "h2", the prior-knowledge preface, or an `Upgrade: h2c` request (stream 1).
 from __future__ import annotations
 
 import asyncio
@@ -276,6 +277,7 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
                 return
         stream = H2Stream(self, stream_id, False)
         self._streams[stream_id] = stream
+        over_limit = self.settings.limit_concurrency is not None and self._take_slot()
         self._idle_deadline = 0.0
         if event.stream_ended is not None:
             stream.remote_closed = True
@@ -284,6 +286,8 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
                 event.headers or [], self.settings.notable_headers, self.limits.max_headers
             )
             stream.head_only = head.method == b"HEAD"
+            if over_limit:
+                raise BadRequest("over --limit-concurrency", 503)
             self._begin(stream, head)
         except Malformed as exc:
             if error_logger.isEnabledFor(logging.DEBUG):
@@ -311,6 +315,15 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
         if open_now >= limit:
             return _OVER_LIMIT
         return _LINGERING if len(streams) >= 2 * limit else 0
+
+    def _take_slot(self) -> bool:
+        """Count the stream just opened against --limit-concurrency; True if it goes past it.
+        A connection's first stream uses the connection's own slot; each other takes one more
+        (settings.h2_extra_streams, given back in _maybe_done)."""
+        settings = self.settings
+        if len(self._streams) > 1:
+            settings.h2_extra_streams += 1
+        return settings.over_limit(0)
 
     def _begin(self, stream: H2Stream, head: RequestHead) -> None:
         """Build the scope and start the app for a new request stream."""
@@ -507,11 +520,15 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
             finished = (stream.end_sent or stream.closed) and (
                 stream.app_done or stream.cycle is None
             )
-        if finished and self._streams.pop(stream.stream_id, None) is not None and not self._streams:
-            if self._draining:
-                self._schedule_flush()
-            else:
-                self._arm_idle()
+        if not finished or self._streams.pop(stream.stream_id, None) is None:
+            return
+        if self._streams:
+            if self.settings.limit_concurrency is not None:
+                self.settings.h2_extra_streams -= 1  # see _take_slot
+        elif self._draining:
+            self._schedule_flush()
+        else:
+            self._arm_idle()
 
     def _refuse_stream(self, stream_id: int, charge: bool) -> None:
         """REFUSED_STREAM; `charge`: the client went past the limit we announced, which spends

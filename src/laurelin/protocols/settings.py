@@ -2,6 +2,7 @@
 #
 # Derived from Config at start-up (encoded default headers, the Date cache, limits, the live
 # connection registry the server drains on shutdown) so that no connection re-derives anything.
+# The registry is also what --limit-concurrency counts (`over_limit`).
 from __future__ import annotations
 
 import asyncio
@@ -9,9 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from laurelin.asgi.context import ServerContext
+from laurelin.logs import error_logger
 from laurelin.protocols.http1_encoding import DateHeader
 from laurelin.protocols.http2_limits import H2Limits
 from laurelin.protocols.ws_handshake import FramingSettings
+
+# Seconds between two "concurrency limit reached" warnings: an overload must not flood the log.
+LIMIT_WARNING_EVERY = 10.0
 
 _CONNECTION_SPECIFIC = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
@@ -89,6 +94,30 @@ class ConnectionSettings:
     # Whether transport.writelines() pauses the protocol when its buffer fills (uvloop: yes;
     # asyncio on Python 3.12: no), so big bodies can go out without being joined first.
     writelines_pauses: bool = False
+    # --limit-concurrency (None: no limit): the most slots in use at once. A slot is a connection
+    # (HTTP/1.1, WebSocket, HTTP/2), or an HTTP/2 request stream beyond its connection's first,
+    # so N requests in flight take N slots whichever HTTP version carries them.
+    limit_concurrency: int | None = None
+    # HTTP/2 streams beyond the first of their connection: counted only under a limit.
+    h2_extra_streams: int = 0
+    # When the last "over the limit" warning was logged (loop time): one per LIMIT_WARNING_EVERY.
+    limit_warned_at: float | None = None
+
+    def over_limit(self, new_slots: int) -> bool:
+        """Whether the slots in use, with `new_slots` more, go past --limit-concurrency (set).
+        A refusal is logged as a warning, at most once per LIMIT_WARNING_EVERY seconds."""
+        limit = self.limit_concurrency
+        assert limit is not None
+        in_use = len(self.connections) + self.h2_extra_streams + new_slots
+        if in_use <= limit:
+            return False
+        now = self.ctx.loop.time()
+        if self.limit_warned_at is None or now - self.limit_warned_at >= LIMIT_WARNING_EVERY:
+            self.limit_warned_at = now
+            error_logger.warning(
+                "Concurrency limit reached (--limit-concurrency %d): answering 503", limit
+            )
+        return True
 
     def __post_init__(self) -> None:
         # Connection-specific fields (RFC 9113 8.2.2) given with --header stay HTTP/1.1's.

@@ -25,6 +25,7 @@ from laurelin.listeners import (
     open_listener,
 )
 from laurelin.logs import configure_logging
+from laurelin.pidfile import PidFileError, pid_file
 from laurelin.server import Server, StartupFailure
 from laurelin.supervisor.loops import LoopSetupError, loop_factory, prepare_loop
 from laurelin.supervisor.worker import ParentLink, max_requests_for
@@ -43,20 +44,35 @@ def supervised(config: Config) -> bool:
     return config.workers > 1 or config.reload or config.max_requests is not None
 
 
-def run_from_config(config: Config) -> int:
-    """Load the app, open the listeners, serve until signalled; return the exit status."""
+def run_from_config(config: Config, app: ASGIApp | None = None) -> int:
+    """Load the app, open the listeners, serve until signalled; return the exit status.
+
+    `app`: an application object (laurelin.run()) served instead of importing config.app; a
+    single process only, as worker processes import the app themselves.
+    """
     try:
         configure_logging(config)
     except ValueError as exc:
         print(f"laurelin: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    if supervised(config):
-        from laurelin.supervisor.workers import run_workers
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(pid_file(config.pid_file))
+        except PidFileError as exc:
+            logger.critical("%s", exc)
+            return EXIT_FAILURE
+        if supervised(config):
+            from laurelin.supervisor.workers import run_workers
 
-        return run_workers(config)
+            return run_workers(config)
+        return _run_single(config, app)
+
+
+def _run_single(config: Config, app: ASGIApp | None) -> int:
     try:
         factory = loop_factory(config.loop)
-        app = load_app(config.app, app_dir=config.app_dir, factory=config.factory)
+        if app is None:
+            app = load_app(config.app, app_dir=config.app_dir, factory=config.factory)
         specs = listen_specs(config)
     except (AppLoadError, LoopSetupError, EndpointError) as exc:
         logger.critical("%s", exc)
