@@ -1,6 +1,7 @@
 # The chat consumer: each WebSocket joins its room's group; a message from one client is sent
 # to the group, so every client in the room (on any laurelin process sharing the channel
-# layer) receives it.
+# layer) receives it. A client leaving (also when its server shuts down) is announced to the
+# room as {"left": true}.
 import json
 from typing import Any
 
@@ -16,6 +17,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, close_code: int) -> None:
         await self.channel_layer.group_discard(self.room_group_name, self.channel_name)
+        await self.channel_layer.group_send(self.room_group_name, {"type": "chat.left"})
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data is None:
@@ -30,3 +32,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def chat_message(self, event: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps({"message": event["message"]}))
+
+    async def chat_left(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps({"left": True}))

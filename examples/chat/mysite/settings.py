@@ -61,7 +61,9 @@ if os.environ.get("REDIS_URL"):
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [os.environ["REDIS_URL"]]},
+            # No socket timeout: redis-py's default (5 s) would end channels_redis's blocking
+            # read (also 5 s) with a TimeoutError, killing every consumer idle that long.
+            "CONFIG": {"hosts": [{"address": os.environ["REDIS_URL"], "socket_timeout": None}]},
         }
     }
 else:

@@ -5,7 +5,8 @@ const chatSocket = new WebSocket(scheme + window.location.host + '/ws/chat/' + r
 
 chatSocket.onmessage = function(e) {
     const data = JSON.parse(e.data);
-    document.querySelector('#chat-log').value += (data.message + '\n');
+    const line = data.left ? '(someone left the room)' : data.message;
+    document.querySelector('#chat-log').value += (line + '\n');
 };
 
 chatSocket.onopen = function() {
