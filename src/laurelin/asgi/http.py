@@ -145,6 +145,7 @@ class HTTPCycle:
         "_timeout_timer",
         "_trailer_fields",
         "_waiter",
+        "arrived",
         "disconnected",
         "more_body",
         "scope",
@@ -170,6 +171,8 @@ class HTTPCycle:
         self.disconnected = False
         self.status = 0
         self.task: asyncio.Task[None] | None = None
+        # Loop time the request arrived, set by the wire only when there is an access log.
+        self.arrived = 0.0
 
     # -- wire side -----------------------------------------------------------------------------
 

@@ -517,6 +517,8 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
                 extensions[TRAILERS] = {}
         keep_alive = parser.should_keep_alive()
         cycle = HTTPCycle(scope, self, settings.ctx)
+        if settings.access_log:
+            cycle.arrived = self.loop.time()
         self._parsing = cycle
         self._cycles.add(cycle)
         # RFC 9110 10.1.1: a 1.0 client cannot be relied on to understand 100 Continue.
@@ -696,7 +698,14 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             target = scope["raw_path"].decode("ascii")
             if query:
                 target += "?" + query.decode("ascii")
-            log_access(scope["client"], scope["method"], target, cycle.status, self._resp_bytes)
+            log_access(
+                scope["client"],
+                scope["method"],
+                target,
+                cycle.status,
+                self._resp_bytes,
+                duration=self.loop.time() - cycle.arrived,
+            )
         if self._closing:
             return
         if cycle.more_body or not self._resp_keep_alive or self.settings.draining:

@@ -363,6 +363,8 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
         extensions[EARLY_HINT] = {}
         extensions[TRAILERS] = {}
         cycle = HTTPCycle(scope, stream, settings.ctx)
+        if settings.access_log:
+            cycle.arrived = self.loop.time()
         stream.cycle = cycle
         if stream.remote_closed:
             cycle.feed_eof()
@@ -419,6 +421,8 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
         scope["extensions"][EARLY_HINT] = {}
         scope["extensions"][TRAILERS] = {}
         cycle = HTTPCycle(scope, stream, self.settings.ctx)
+        if self.settings.access_log:
+            cycle.arrived = self.loop.time()
         stream.cycle = cycle
         cycle.feed_eof()
         cycle.start()

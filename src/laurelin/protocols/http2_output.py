@@ -232,7 +232,14 @@ class StreamOutput:
             target = scope["raw_path"].decode("ascii", "replace")
             if scope["query_string"]:
                 target += "?" + scope["query_string"].decode("ascii", "replace")
-            log_access(scope["client"], scope["method"], target, cycle.status, stream.resp_bytes)
+            log_access(
+                scope["client"],
+                scope["method"],
+                target,
+                cycle.status,
+                stream.resp_bytes,
+                duration=self.loop.time() - cycle.arrived,
+            )
         if stream.ws is not None:
             if stream.remote_closed:
                 self._finish(stream)
