@@ -186,23 +186,23 @@ class Server:
                 conn.cancel_apps()
                 conn.abort()
             await asyncio.sleep(0)
-        await self._finish_apps(settings.ctx, deadline)
+        await self._finish_apps(deadline)
         for server in self._servers:
             await server.wait_closed()
 
-    async def _finish_apps(self, ctx: ServerContext, deadline: float) -> None:
+    async def _finish_apps(self, deadline: float) -> None:
         """Let app calls that outlive their connection finish (a WebSocket consumer's
-        disconnect(), work after a response) until the graceful deadline; then cancel them."""
+        disconnect(), work after a response) until the graceful deadline; then cancel them.
+        Every app task is named APP_TASK_NAME (asgi/context.py); none starts any more."""
         loop = asyncio.get_running_loop()
-        running = ctx.requests - ctx.finished
-        if running <= 0:
+        running = {t for t in asyncio.all_tasks() if t.get_name() == APP_TASK_NAME}
+        if not running:
             return
-        logger.info("Waiting for %d application call(s) to finish", running)
-        if await ctx.wait_apps(deadline - loop.time()):
+        logger.info("Waiting for %d application call(s) to finish", len(running))
+        _, pending = await asyncio.wait(running, timeout=max(deadline - loop.time(), 0.0))
+        if not pending:
             return
-        tasks = [t for t in asyncio.all_tasks() if t.get_name() == APP_TASK_NAME and not t.done()]
-        logger.warning("Graceful timeout: cancelling %d application call(s)", len(tasks))
-        for task in tasks:
+        logger.warning("Graceful timeout: cancelling %d application call(s)", len(pending))
+        for task in pending:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=5.0)
+        await asyncio.wait(pending, timeout=5.0)

@@ -55,37 +55,13 @@ class ServerContext:
     # WebSocket: seconds the app has to accept (then 403), and the longest lifetime (then close).
     websocket_connect_timeout: float | None = 5.0
     websocket_timeout: float | None = None
-    # App calls (HTTP requests, WebSocket connections) started and finished. A worker retires
-    # after --max-requests started; a drain waits for every one started to finish, including
-    # work an app does after its response or after its client left (a consumer's disconnect()).
+    # App calls (HTTP requests, WebSocket connections) started: a worker retires after
+    # --max-requests of them.
     requests: int = 0
-    finished: int = 0
-    idle_waiter: asyncio.Future[None] | None = None
     start_task: TaskFactory = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.start_task = app_task_factory(self.loop)
-
-    def app_finished(self, counted: bool = False) -> None:
-        """An app call returned (or failed); the HTTP cycle counts it itself, inline."""
-        if not counted:
-            self.finished += 1
-        waiter = self.idle_waiter
-        if waiter is not None and self.finished >= self.requests and not waiter.done():
-            waiter.set_result(None)
-
-    async def wait_apps(self, timeout: float) -> bool:
-        """Wait until every app call started has finished; False if `timeout` passed first."""
-        if self.finished >= self.requests:
-            return True
-        self.idle_waiter = self.loop.create_future()
-        try:
-            await asyncio.wait_for(asyncio.shield(self.idle_waiter), max(timeout, 0.0))
-        except TimeoutError:
-            return False
-        finally:
-            self.idle_waiter = None
-        return True
 
 
 @dataclass(slots=True)

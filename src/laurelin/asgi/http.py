@@ -371,10 +371,6 @@ class HTTPCycle:
                 self._close_timer.cancel()
                 self._close_timer = None
             self.sink.cycle_finished(self)
-            ctx = self._ctx
-            ctx.finished += 1
-            if ctx.idle_waiter is not None:
-                ctx.app_finished(counted=True)
 
     def _after_failure(self, exc: BaseException | None) -> None:
         if exc is not None and not self.disconnected:

@@ -376,7 +376,6 @@ class WebSocketCycle:
                 self._close_timer.cancel()
                 self._close_timer = None
             self._handshake.cycle_finished(self)
-            self._ctx.app_finished()
 
     def _after_failure(self, exc: BaseException | None) -> None:
         state = self._state
