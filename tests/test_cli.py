@@ -574,3 +574,9 @@ def test_docgen_module_prints_the_reference() -> None:
         check=True,
     )
     assert result.stdout == render()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "none"])
+def test_http_timeout_zero_means_no_limit_as_in_daphne(value: str) -> None:
+    assert parse_config(["-t", value, "app:application"]).http_timeout is None
+    assert parse_config(["-t", "2.5", "app:application"]).http_timeout == 2.5

@@ -284,10 +284,24 @@ def test_laurelin_workers_and_the_command_line_win_over_web_concurrency() -> Non
     assert (config.workers, sources["workers"]) == (3, "cli")
 
 
-def test_web_concurrency_wins_over_the_file(tmp_path: Path) -> None:
+def test_the_file_wins_over_web_concurrency(tmp_path: Path) -> None:
+    """WEB_CONCURRENCY is the platform's default (set for every app), not the user's choice."""
     path = write(tmp_path, "workers = 8\n")
-    config, _ = resolve("--config", path, APP, environ={"WEB_CONCURRENCY": "2"})
-    assert config.workers == 2
+    config, sources = resolve("--config", path, APP, environ={"WEB_CONCURRENCY": "2"})
+    assert (config.workers, sources["workers"]) == (8, f"file {path}")
+
+
+def test_reload_ignores_web_concurrency(capsys: pytest.CaptureFixture[str]) -> None:
+    config, sources = resolve("--reload", APP, environ={"WEB_CONCURRENCY": "4"})
+    assert (config.workers, config.reload, sources["workers"]) == (1, True, "default")
+    assert "WEB_CONCURRENCY ignored: --reload runs one worker" in capsys.readouterr().err
+
+
+def test_reload_with_explicit_workers_is_still_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    line = usage_error(capsys, "--reload", APP, LAURELIN_WORKERS="2")
+    assert "--reload and --workers > 1 cannot be combined" in line
 
 
 @pytest.mark.parametrize("text", ["four", "0", "-2", "2.5", ""])
@@ -368,7 +382,7 @@ def test_reload_with_workers_is_a_usage_error_whichever_layer_gives_them(
     path = write(tmp_path, "reload = true\n")
     line = usage_error(capsys, "--config", path, "-w", "2", APP)
     assert line.endswith("--reload and --workers > 1 cannot be combined: reload runs one worker")
-    line = usage_error(capsys, APP, WEB_CONCURRENCY="3", LAURELIN_RELOAD="true")
+    line = usage_error(capsys, APP, LAURELIN_WORKERS="3", LAURELIN_RELOAD="true")
     assert "cannot be combined" in line
     assert resolve("--reload", "-w", "1", APP)[0].reload is True
 
@@ -442,7 +456,7 @@ def test_print_config_shows_every_value_and_its_source_and_exits_0(tmp_path: Pat
     lines = result.stdout.splitlines()
     assert _line(lines, "port") == ("9001", "cli")
     assert _line(lines, "server-name") == ('"edge"', "env LAURELIN_SERVER_NAME")
-    assert _line(lines, "workers") == ("2", "env WEB_CONCURRENCY")
+    assert _line(lines, "workers") == ("4", f"file {path}")  # the file beats WEB_CONCURRENCY
     assert _line(lines, "graceful-timeout") == ("7.0", "env LAURELIN_GRACEFUL_TIMEOUT")
     assert _line(lines, "backlog") == ("2048", "default")
     assert _line(lines, "app") == ('"no_such_module:app"', "cli")

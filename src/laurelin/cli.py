@@ -128,16 +128,25 @@ def resolve_config(
             parser.error(str(exc))
     values: dict[str, Any] = {}
     sources: Sources = {f.name: "default" for f in option_fields()}
+    # WEB_CONCURRENCY is the platform's hint (Heroku, Render set it for every app), not the
+    # user's choice: it sits just above the defaults, below the config file.
+    if "workers" in env_values and env_name("workers") not in environ:
+        values["workers"] = env_values.pop("workers")
+        sources["workers"] = f"env {WEB_CONCURRENCY}"
     for name, value in file_values.items():
         values[name] = value
         sources[name] = f"file {path}"
     for name, value in env_values.items():
         values[name] = value
-        var = env_name(name)
-        sources[name] = f"env {var if var in environ else WEB_CONCURRENCY}"
+        sources[name] = f"env {env_name(name)}"
     for name, value in cli_values.items():
         values[name] = value
         sources[name] = "cli"
+    if values.get("reload") and sources["workers"] == f"env {WEB_CONCURRENCY}":
+        # --reload runs one worker; an ambient WEB_CONCURRENCY must not make it a usage error.
+        print(f"laurelin: {WEB_CONCURRENCY} ignored: --reload runs one worker", file=sys.stderr)
+        values.pop("workers")
+        sources["workers"] = "default"
     _check(parser, values)
     return Config(**values), sources
 

@@ -74,6 +74,13 @@ def opt(
     return field(default=default, metadata=meta)
 
 
+def optional_timeout(text: str) -> float | None:
+    """Parse a timeout where 0, a negative number, "", "none" or "off" mean "no limit" (Daphne
+    reads --http-timeout 0 so)."""
+    value = optional_float(text)
+    return None if value is None or value <= 0 else value
+
+
 def optional_float(text: str) -> float | None:
     """Parse a float where "", "none" or a negative number mean "no limit"."""
     if text.strip().lower() in ("", "none", "off"):
@@ -414,9 +421,9 @@ class Config:
         "-t",
         "--http-timeout",
         help="Seconds an app may take on an HTTP request: 503 if no response started, else the "
-        "response is ended. Default: no limit.",
+        "response is ended. Default (or 0): no limit.",
         group="Limits and timeouts",
-        parse=optional_float,
+        parse=optional_timeout,
         metavar="SECONDS",
     )
     application_close_timeout: float = opt(

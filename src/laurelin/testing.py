@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from types import FrameType, TracebackType
 from typing import Any
 
-from laurelin.config import Config, option_fields
+from laurelin.config import Config, option_fields, typed_value
 from laurelin.importer import ASGIApp
 from laurelin.server import Server
 from laurelin.supervisor.loops import loop_factory, prepare_loop
@@ -67,23 +67,49 @@ _DAPHNE_KWARGS: dict[str, Callable[[Any], dict[str, Any]]] = {
 }
 
 
+# Config fields a LaurelinProcess cannot honour: it serves plain HTTP on host:port in one process.
+_UNSUPPORTED = frozenset(
+    {
+        "app", "app_dir", "factory", "host", "port", "unix_socket", "fd", "endpoints",
+        "ssl_certfile", "ssl_keyfile", "ssl_keyfile_password", "ssl_ca_certs", "ssl_cert_reqs",
+        "ssl_ciphers", "ssl_handshake_timeout", "workers", "reuse_port",
+        "worker_healthcheck_timeout", "max_requests", "max_requests_jitter", "reload",
+        "reload_dirs", "reload_includes", "reload_excludes", "pid_file", "config_file",
+        "print_config",
+    }
+)  # fmt: skip
+
+
 def server_config(host: str, port: int | None, kwargs: Mapping[str, Any]) -> Config:
     """The Config a LaurelinProcess serves with: Config field names or Daphne's Server names.
 
+    Values are read as the command line reads them, so Daphne's conventions hold: 0 for
+    http_timeout or a message/frame size, and a negative websocket_timeout, mean no limit.
+
     Raises:
-        TypeError: a keyword that is neither (naming it).
+        TypeError: a keyword that is neither, or an option this process cannot honour.
+        ValueError: a value the option does not accept (naming it).
     """
-    fields = {f.name for f in option_fields()} - {"app", "host", "port"}
-    values: dict[str, Any] = {}
+    fields = {f.name: f for f in option_fields()}
+    given: dict[str, Any] = {}
     for name, value in kwargs.items():
         if name in _DAPHNE_KWARGS:
-            values.update(_DAPHNE_KWARGS[name](value))
-        elif name not in fields:
+            given.update(_DAPHNE_KWARGS[name](value))
+        elif name in _UNSUPPORTED:
+            raise TypeError(f"LaurelinProcess: option {name!r} is not supported in a test server")
+        elif name in fields:
+            given[name] = value
+        else:
             raise TypeError(
                 f"LaurelinProcess: unknown server option {name!r} (give laurelin.Config field "
                 "names such as http_timeout, websocket_timeout or root_path)"
             )
-    values.update((name, value) for name, value in kwargs.items() if name in fields)
+    values: dict[str, Any] = {}
+    for name, value in given.items():
+        try:
+            values[name] = typed_value(fields[name], value, allow_none=True)
+        except ValueError as exc:
+            raise ValueError(f"LaurelinProcess: {name}={value!r}: {exc}") from None
     return Config(host=host, port=port or 0, **values)
 
 

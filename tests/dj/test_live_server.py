@@ -507,3 +507,44 @@ def test_the_chat_examples_live_server_under_spawn(tmp_path: Path) -> None:
     }
     assert outcomes(output) == expected, output
     assert summary(output) == (2, "OK"), output
+
+
+def test_daphne_option_values_keep_their_meaning() -> None:
+    """0 for http_timeout and the WebSocket sizes, and a negative websocket_timeout, mean no
+    limit to Daphne: the same here (not a 0-byte limit or an instant timeout)."""
+    from laurelin.testing import server_config
+
+    config = server_config(
+        "127.0.0.1",
+        0,
+        {
+            "http_timeout": 0,
+            "websocket_timeout": -1,
+            "websocket_max_message_size": 0,
+            "websocket_max_frame_size": 0,
+            "websocket_handshake_timeout": 5,
+        },
+    )
+    assert config.http_timeout is None
+    assert config.websocket_timeout is None
+    assert config.websocket_max_message_size is None
+    assert config.websocket_max_frame_size is None
+    assert config.websocket_connect_timeout == 5.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "text"),
+    [
+        ({"ssl_certfile": "cert.pem"}, TypeError, "'ssl_certfile' is not supported"),
+        ({"workers": 2}, TypeError, "'workers' is not supported"),
+        ({"http_timeout": "5"}, ValueError, "http_timeout='5'"),
+        ({"ping_interval": -3}, ValueError, "ping_interval=-3"),
+    ],
+)
+def test_options_a_test_server_cannot_honour_are_refused(
+    kwargs: dict[str, Any], error: type[Exception], text: str
+) -> None:
+    from laurelin.testing import server_config
+
+    with pytest.raises(error, match=re.escape(text)):
+        server_config("127.0.0.1", 0, kwargs)
