@@ -148,6 +148,30 @@ def test_serve_drains_in_flight_requests_after_the_trigger() -> None:
     run_async(scenario)
 
 
+def test_stopping_one_server_leaves_another_servers_requests_alone() -> None:
+    """Two serve() calls in one loop (docs/api.md): one's drain and its graceful timeout touch
+    only its own app tasks."""
+    public, admin = App(), App()
+
+    async def scenario() -> None:
+        serving_public = Serving(public, Config(port=free_port()))
+        serving_admin = Serving(admin, Config(port=free_port(), graceful_timeout=0.2))
+        url = await serving_public.wait_started()
+        await serving_admin.wait_started()
+        async with httpx.AsyncClient() as client:
+            request = asyncio.create_task(client.get(url + "/hold"))
+            await public.holding.wait()
+            await serving_admin.finish()  # its drain must neither wait for nor cancel /hold
+            await asyncio.sleep(0.5)  # past the admin server's graceful timeout
+            assert not request.done()
+            public.release.set()
+            response = await request
+            assert response.status_code == 200
+        await serving_public.finish()
+
+    run_async(scenario)
+
+
 def test_cancelling_the_task_drains_too() -> None:
     app = App()
 

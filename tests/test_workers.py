@@ -8,6 +8,7 @@ import http.client
 import os
 import re
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli_process import Launched, launcher, laurelin_argv
+from cli_process import Launched, launcher, laurelin_argv, listening_socket
 from conftest import free_port
 
 pytestmark = pytest.mark.timeout(90)
@@ -323,3 +324,87 @@ def test_workers_share_a_unix_socket(launch: Callable[..., Launched], tmp_path: 
     assert seen <= worker_pids(proc)
     assert proc.terminate() == 0
     assert not path.exists()
+
+
+# Two sockets as systemd passes them (fds 3 and 4, LISTEN_FDS=2), then laurelin with workers.
+SYSTEMD_TWO = """
+import os, sys
+a, b = int(sys.argv[1]), int(sys.argv[2])
+os.dup2(a, 3)
+os.dup2(b, 4)
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.environ["LISTEN_FDS"] = "2"
+os.execv(sys.executable, [sys.executable, "-m", "laurelin", *sys.argv[3:]])
+"""
+
+
+def test_workers_serve_socket_activated_listeners(launch: Callable[..., Launched]) -> None:
+    with listening_socket() as first, listening_socket() as second:
+        fds = [first.fileno(), second.fileno()]
+        argv = [sys.executable, "-c", SYSTEMD_TWO, *map(str, fds), "--workers", "2", "pid_app:app"]
+        proc = launch(argv, pass_fds=fds)
+        serving(proc, 2)
+        for sock in (first, second):
+            port = sock.getsockname()[1]
+            assert pids_seen(port, 20) <= worker_pids(proc)
+        assert proc.terminate() == 0
+
+
+def test_a_worker_whose_app_forked_is_still_replaced_and_stopped(
+    launch: Callable[..., Launched],
+) -> None:
+    """The forked child keeps the worker's end of the control socket open: the parent watches
+    the process itself, so a death is seen and SIGTERM does not wait for the child."""
+    port = free_port()
+    proc = launch(laurelin_argv("-p", str(port), "--workers", "2", "forking_app:app"))
+    proc.port = port
+    serving(proc, 2)
+    victim = min(worker_pids(proc))
+    os.kill(victim, signal.SIGKILL)
+    proc.wait_for(rf"Worker process \[{victim}\] died \(killed by signal SIGKILL\)", "stderr")
+    serving(proc, 3)
+    # The parent exits promptly, not after the 20 s the forked children sleep (they keep the
+    # output pipes open, so the process itself is waited for, not its output).
+    proc.signal(signal.SIGTERM)
+    assert proc.proc.wait(timeout=10) == 0
+
+
+def test_a_worker_dying_during_sighup_is_replaced_too(launch: Callable[..., Launched]) -> None:
+    proc = start(launch, "--workers", "2")
+    serving(proc, 2)
+    old = worker_pids(proc)
+    proc.signal(signal.SIGHUP)
+    proc.wait_for(r"replacing the workers one by one", "stderr")
+    os.kill(max(old), signal.SIGKILL)  # the one not being replaced first, most likely
+    wait_until(
+        lambda: len(worker_pids(proc)) == 2 and not (worker_pids(proc) & old),
+        what="two new workers",
+    )
+    time.sleep(1.5)  # nothing more is started or stopped
+    assert len(worker_pids(proc)) == 2
+    assert proc.terminate() == 0
+
+
+def test_a_paused_process_group_is_not_killed_by_the_health_check(
+    launch: Callable[..., Launched],
+) -> None:
+    """Ctrl-Z then fg, a paused container: every probe looks late at once. That is not a hung
+    worker: the parent probes afresh."""
+    proc = start(launch, "--workers", "2", "--worker-healthcheck-timeout", "1")
+    serving(proc, 2)
+    everyone = [proc.proc.pid, *worker_pids(proc)]
+    for pid in everyone:
+        os.kill(pid, signal.SIGSTOP)
+    time.sleep(3)
+    for pid in everyone:
+        os.kill(pid, signal.SIGCONT)
+    time.sleep(2.5)
+    assert "did not answer the health check" not in proc.stderr
+    assert len(pids_seen(proc.port, 10)) >= 1
+    assert proc.terminate() == 0
+
+
+def test_reload_dir_that_does_not_exist_is_a_clear_error(launch: Callable[..., Launched]) -> None:
+    proc = start(launch, "--reload", "--reload-dir", "/no/such/dir")
+    assert proc.wait_exit(10) == 2
+    assert "--reload-dir /no/such/dir: no such directory" in proc.stderr

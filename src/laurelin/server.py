@@ -12,7 +12,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
 
-from laurelin.asgi.context import APP_TASK_NAME, ServerContext
+from laurelin.asgi.context import ServerContext
 from laurelin.asgi.lifespan import Lifespan, LifespanFailure
 from laurelin.asgi.proxy import DEFAULT_TRUSTED_PROXIES, ProxyTrust
 from laurelin.config import Config
@@ -186,23 +186,26 @@ class Server:
                 conn.cancel_apps()
                 conn.abort()
             await asyncio.sleep(0)
-        await self._finish_apps(deadline)
+        await self._finish_apps(settings.ctx, deadline)
         for server in self._servers:
             await server.wait_closed()
 
-    async def _finish_apps(self, deadline: float) -> None:
+    async def _finish_apps(self, ctx: ServerContext, deadline: float) -> None:
         """Let app calls that outlive their connection finish (a WebSocket consumer's
         disconnect(), work after a response) until the graceful deadline; then cancel them.
-        Every app task is named APP_TASK_NAME (asgi/context.py); none starts any more."""
+        This server's app tasks carry its name (asgi/context.py); none starts any more. Those
+        the graceful timeout already cancelled are not cancelled twice."""
         loop = asyncio.get_running_loop()
-        running = {t for t in asyncio.all_tasks() if t.get_name() == APP_TASK_NAME}
+        running = {t for t in asyncio.all_tasks() if t.get_name() == ctx.task_name}
         if not running:
             return
-        logger.info("Waiting for %d application call(s) to finish", len(running))
-        _, pending = await asyncio.wait(running, timeout=max(deadline - loop.time(), 0.0))
-        if not pending:
-            return
-        logger.warning("Graceful timeout: cancelling %d application call(s)", len(pending))
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending, timeout=5.0)
+        if deadline > loop.time():
+            logger.info("Waiting for %d application call(s) to finish", len(running))
+            _, running = await asyncio.wait(running, timeout=deadline - loop.time())
+        late = [t for t in running if not t.cancelling()]
+        if late:
+            logger.warning("Graceful timeout: cancelling %d application call(s)", len(late))
+            for task in late:
+                task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=5.0)

@@ -16,13 +16,13 @@ from laurelin.asgi.proxy import DEFAULT_TRUSTED_PROXIES, ProxyTrust
 from laurelin.importer import ASGIApp
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
-# The name of every app task: what a drain cancels once its time is up.
+# App tasks are named this, plus their server's id: what a drain waits for, then cancels.
 APP_TASK_NAME = "laurelin-app"
 
 TaskFactory = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 
 
-def app_task_factory(loop: asyncio.AbstractEventLoop) -> TaskFactory:
+def app_task_factory(loop: asyncio.AbstractEventLoop, name: str = APP_TASK_NAME) -> TaskFactory:
     """How the bridge starts one app call.
 
     On Python 3.12+ the task starts eagerly: an app that answers without waiting runs to the end
@@ -31,8 +31,8 @@ def app_task_factory(loop: asyncio.AbstractEventLoop) -> TaskFactory:
     more than the rest of a hello-world request.
     """
     if sys.version_info >= (3, 12):
-        return partial(asyncio.Task, loop=loop, name=APP_TASK_NAME, eager_start=True)
-    return partial(loop.create_task, name=APP_TASK_NAME)
+        return partial(asyncio.Task, loop=loop, name=name, eager_start=True)
+    return partial(loop.create_task, name=name)
 
 
 @dataclass(slots=True)
@@ -58,10 +58,13 @@ class ServerContext:
     # App calls (HTTP requests, WebSocket connections) started: a worker retires after
     # --max-requests of them.
     requests: int = 0
+    # The name of this server's app tasks (one fixed string: naming costs nothing per task).
+    task_name: str = field(init=False, repr=False)
     start_task: TaskFactory = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.start_task = app_task_factory(self.loop)
+        self.task_name = f"{APP_TASK_NAME}-{id(self):x}"
+        self.start_task = app_task_factory(self.loop, self.task_name)
 
 
 @dataclass(slots=True)

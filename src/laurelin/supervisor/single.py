@@ -93,9 +93,11 @@ def _run_single(config: Config, app: ASGIApp | None) -> int:
         remove_unix_sockets([spec.path for spec in specs if spec.kind == "unix"])
 
 
-def run_worker(config: Config, fds: list[int | None], control: socket.socket) -> int:
-    """One worker process: the server on the listeners the parent handed down (an fd each, or
-    None for a TCP listener this worker opens itself with SO_REUSEPORT)."""
+def run_worker(
+    config: Config, specs: list[ListenSpec], fds: list[int | None], control: socket.socket
+) -> int:
+    """One worker process: the server on the parent's listeners `specs`, handed down as an fd
+    each (None: a TCP listener this worker opens itself with SO_REUSEPORT)."""
     try:
         configure_logging(config)
     except ValueError as exc:
@@ -104,7 +106,6 @@ def run_worker(config: Config, fds: list[int | None], control: socket.socket) ->
     try:
         factory = loop_factory(config.loop)
         app = load_app(config.app, app_dir=config.app_dir, factory=config.factory)
-        specs = listen_specs(config)
         tls = server_tls(specs, config)
         sockets = []
         for spec, fd in zip(specs, fds, strict=True):

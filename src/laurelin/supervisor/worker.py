@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -23,6 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 from laurelin.config import Config, option_fields
+from laurelin.listeners import ListenSpec
+from laurelin.tls import TLSFiles
 
 SPEC_ENV = "LAURELIN_WORKER_SPEC"
 # How the parent runs a worker (not `-m`: the package imports this module first).
@@ -30,11 +33,22 @@ WORKER_CODE = "from laurelin.supervisor.worker import main; main()"
 READY, PROBE, ANSWER, RETIRE = b"R", b"?", b"!", b"M"
 
 
-def spec_json(config: Config, fds: list[int | None], control: int) -> str:
-    """What the parent passes to a worker: the Config, the listener fds (None: open your own,
-    --reuse-port) in listen_specs() order, and the control socket's fd."""
+def spec_json(config: Config, specs: list[ListenSpec], fds: list[int | None], control: int) -> str:
+    """What the parent passes to a worker: the Config, the parent's listeners (as the parent
+    found them: a worker's own environment has no LISTEN_FDS) with their fds (None: open your
+    own, --reuse-port), and the control socket's fd."""
     values = {f.name: getattr(config, f.name) for f in option_fields()}
-    return json.dumps({"config": values, "fds": fds, "control": control})
+    listeners = [dataclasses.asdict(spec) for spec in specs]
+    return json.dumps({"config": values, "specs": listeners, "fds": fds, "control": control})
+
+
+def specs_from_json(items: list[dict[str, Any]]) -> list[ListenSpec]:
+    """Rebuild spec_json's listeners."""
+    specs = []
+    for item in items:
+        tls = item.pop("tls")
+        specs.append(ListenSpec(**item, tls=TLSFiles(**tls) if tls is not None else None))
+    return specs
 
 
 def config_from_json(values: dict[str, Any]) -> Config:
@@ -124,10 +138,19 @@ def main() -> None:
         sys.exit(2)
     spec = json.loads(raw)
     # Signals for the whole process group (Ctrl-C, a hangup, job control) are the parent's.
+    # Handled by doing nothing rather than ignored: SIG_IGN would pass on to the processes
+    # the app starts.
     for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
-        signal.signal(signum, signal.SIG_IGN)
+        signal.signal(signum, _ignore)
     control = socket.socket(fileno=spec["control"])
     os.set_inheritable(control.fileno(), False)  # not for the app's own child processes
     config = config_from_json(spec["config"])
     fds: list[int | None] = spec["fds"]
-    sys.exit(run_worker(config, fds, control))
+    for fd in fds:
+        if fd is not None:
+            os.set_inheritable(fd, False)  # the listeners are this process's, not its children's
+    sys.exit(run_worker(config, specs_from_json(spec["specs"]), fds, control))
+
+
+def _ignore(signum: int, frame: object) -> None:
+    return None

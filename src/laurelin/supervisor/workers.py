@@ -52,6 +52,9 @@ logger = logging.getLogger("laurelin.error")
 STOP_MARGIN = 10.0
 # Restarting workers that keep failing to start: wait this long between attempts.
 RESPAWN_BACKOFF = 1.0
+# Seconds a worker has to start serving (import the app, run lifespan startup); then it is
+# killed and counted as a start-up failure.
+BOOT_TIMEOUT = 120.0
 
 
 class Worker:
@@ -63,9 +66,11 @@ class Worker:
         self.ready = False
         self.stopping = False  # sent SIGTERM: its exit is expected
         self.retire_asked = False
-        self.answered = time.monotonic()
+        self.started = time.monotonic()
+        self.probe_sent: float | None = None  # an unanswered health probe, since when
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.ready_event = asyncio.Event()
+        self.pidfd = -1
 
     @property
     def pid(self) -> int:
@@ -109,7 +114,11 @@ class Arbiter:
         parent_end, child_end = socket.socketpair()
         fds = [sock.fileno() if sock is not None else None for sock in self.sockets]
         env = dict(os.environ)
-        env[SPEC_ENV] = spec_json(self.config, fds, child_end.fileno())
+        env[SPEC_ENV] = spec_json(self.config, self.specs, fds, child_end.fileno())
+        if self.config.reload:
+            # No .pyc written for the app: an edit within the second of the last import, of the
+            # same size, would otherwise load the old code from a cache that looks current.
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
         env.pop("LISTEN_FDS", None)
         env.pop("LISTEN_PID", None)
         env.pop("LISTEN_FDNAMES", None)
@@ -119,9 +128,29 @@ class Arbiter:
         parent_end.setblocking(False)
         worker = Worker(proc, parent_end)
         self.workers.append(worker)
-        asyncio.get_running_loop().add_reader(parent_end.fileno(), self._on_control, worker)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(parent_end.fileno(), self._on_control, worker)
+        # The process's exit is watched itself: the control socket may outlive it (inherited by
+        # a process the app forked).
+        with contextlib.suppress(AttributeError, OSError):
+            worker.pidfd = os.pidfd_open(proc.pid)
+            loop.add_reader(worker.pidfd, self._on_exit, worker)
         logger.info("Started worker process [%d]", proc.pid)
         return worker
+
+    def _on_exit(self, worker: Worker) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(worker.pidfd)
+        os.close(worker.pidfd)
+        worker.pidfd = -1
+        self._close_control(worker)
+        code = worker.proc.wait()  # it has exited: no wait
+        self._reaped(worker, code)
+
+    def _close_control(self, worker: Worker) -> None:
+        if worker.control.fileno() >= 0:
+            asyncio.get_running_loop().remove_reader(worker.control.fileno())
+            worker.control.close()
 
     def _on_control(self, worker: Worker) -> None:
         try:
@@ -131,10 +160,13 @@ class Arbiter:
         except OSError:
             data = b""
         if not data:
-            asyncio.get_running_loop().remove_reader(worker.control.fileno())
-            self._track(self._reap(worker))
+            if worker.pidfd < 0:  # no pidfd: the end of the socket is all there is to go by
+                asyncio.get_running_loop().remove_reader(worker.control.fileno())
+                self._track(self._reap(worker))
+            else:
+                self._close_control(worker)
             return
-        worker.answered = time.monotonic()
+        worker.probe_sent = None
         if READY in data and not worker.ready:
             worker.ready = True
             worker.ready_event.set()
@@ -158,6 +190,9 @@ class Arbiter:
             worker.proc.kill()
             code = await loop.run_in_executor(None, worker.proc.wait)
         worker.control.close()
+        self._reaped(worker, code)
+
+    def _reaped(self, worker: Worker, code: int) -> None:
         if worker in self.workers:
             self.workers.remove(worker)
         worker.ready_event.set()  # anyone waiting for it to serve: it never will
@@ -199,6 +234,7 @@ class Arbiter:
             RESPAWN_BACKOFF,
         )
         asyncio.get_running_loop().call_later(RESPAWN_BACKOFF, self._fill)
+        # (_fill starts one only if the worker count is short: a failed replacement is not.)
 
     def _fill(self) -> None:
         """Start workers until there are as many running (and not retiring) as wanted."""
@@ -233,14 +269,15 @@ class Arbiter:
             if self.stopping or old.stopping or old not in self.workers:
                 return
             new = self.spawn()
-            await new.ready_event.wait()
+            await new.ready_event.wait()  # set when it serves, or exits (BOOT_TIMEOUT: _health)
             if not new.ready:
-                logger.error(
-                    "Worker process [%d] was kept: its replacement could not start", old.pid
-                )
-                old.retire_asked = False
+                if not self.stopping:
+                    logger.error(
+                        "Worker process [%d] was kept: its replacement could not start", old.pid
+                    )
                 return
             self._stop_worker(old)
+            self._fill()  # a worker that died meanwhile is replaced too
 
     async def replace_all(self) -> None:
         """SIGHUP: every current worker replaced, one at a time."""
@@ -262,24 +299,44 @@ class Arbiter:
     # -- health --------------------------------------------------------------------------------
 
     async def _health(self) -> None:
+        """Probe every serving worker; kill one whose probe stays unanswered for the timeout,
+        or that has not started serving within BOOT_TIMEOUT. Not under --reload, where a
+        developer may hold a worker in a debugger. A round that wakes late (the whole process
+        group was stopped, the machine paused) probes afresh instead of killing."""
         timeout = self.config.worker_healthcheck_timeout
-        interval = min(1.0, max(timeout / 4, 0.05))
+        interval = min(1.0, max(timeout / 4, 0.05)) if timeout else 1.0
+        kills = bool(timeout) and not self.config.reload
+        last = time.monotonic()
         while not self.stopping:
             await asyncio.sleep(interval)
             now = time.monotonic()
+            late = now - last > interval + max(timeout / 2, 1.0)
+            last = now
             for worker in list(self.workers):
-                if not worker.ready or worker.stopping:
+                if worker.stopping:
                     continue
-                if timeout and now - worker.answered > timeout:
-                    logger.error(
-                        "Worker process [%d] did not answer the health check in %ss: killing it",
-                        worker.pid,
-                        timeout,
-                    )
-                    worker.answered = now
-                    with contextlib.suppress(ProcessLookupError):
+                if not worker.ready:
+                    if kills and not late and now - worker.started > BOOT_TIMEOUT:
+                        logger.error(
+                            "Worker process [%d] did not start serving in %ss: killing it",
+                            worker.pid,
+                            BOOT_TIMEOUT,
+                        )
                         worker.proc.kill()
                     continue
+                sent = worker.probe_sent
+                if sent is not None and not late:
+                    if kills and now - sent > timeout:
+                        logger.error(
+                            "Worker process [%d] did not answer the health check in %ss: "
+                            "killing it",
+                            worker.pid,
+                            timeout,
+                        )
+                        worker.probe_sent = None
+                        worker.proc.kill()
+                    continue
+                worker.probe_sent = now
                 with contextlib.suppress(OSError):
                     worker.control.send(PROBE)
 
@@ -364,15 +421,24 @@ class Arbiter:
     async def _watch(self) -> None:
         dirs = ", ".join(self.config.reload_dirs or (os.getcwd(),))
         logger.info("Watching for file changes in %s", dirs)
-        async for changed in watch_changes(self.config):
-            if self.stopping:
-                return
-            await self.reload(changed)
+        try:
+            async for changed in watch_changes(self.config):
+                if self.stopping:
+                    return
+                await self.reload(changed)
+        except Exception as exc:
+            # Nothing would reload any more: say so and stop rather than serve stale code.
+            logger.critical("--reload: watching for file changes failed: %s", exc)
+            self.exit_status = EXIT_FAILURE
+            self.stop()
 
 
 def _check(config: Config) -> str | None:
     if config.reload and config.workers > 1:
         return "--reload and --workers > 1 cannot be combined: reload runs one worker"
+    for directory in config.reload_dirs if config.reload else ():
+        if not os.path.isdir(directory):
+            return f"--reload-dir {directory}: no such directory"
     return None
 
 
