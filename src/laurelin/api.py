@@ -167,7 +167,7 @@ async def serve(
             if isinstance(app, str)
             else _app_object(app)
         )
-        specs = listen_specs(config)
+        specs = listen_specs(config, {})  # only what config names: no LISTEN_FDS adoption
         tls = server_tls(specs, config)
     except (AppLoadError, EndpointError, TLSError) as exc:
         raise StartupError(str(exc)) from exc

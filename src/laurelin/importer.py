@@ -223,6 +223,14 @@ def _settings_hint(exc: BaseException, module_name: str, directory: str) -> str 
 
 
 def _import_module(module_name: str, attr_path: str, directory: str) -> Any:
+    if module_name.startswith(".") or "/" in module_name or os.sep in module_name:
+        # A file path (./mysite/asgi.py) or a relative name: never a module path.
+        hint = _path_hint(module_name, attr_path, directory)
+        raise AppLoadError(
+            hint
+            or f"Invalid application module {module_name!r}: expected a "
+            "dotted module path such as mysite.asgi"
+        )
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -2,8 +2,9 @@
 # subprocess, with settings modules written for each case on top of the chat example's:
 # laurelin.E001 when laurelin comes after django.contrib.staticfiles (either spelling of the
 # app), laurelin.E002 when Daphne is installed too (naming the runserver Django really runs,
-# confirmed with `help runserver`; Daphne itself is a stand-in package here, as the test
-# environments do not install it), Django's own error for both spellings at once, and laurelin
+# confirmed with `help runserver`; Daphne itself is a stand-in package here, put first on the
+# path, so the case does not depend on the Daphne the test extra installs), Django's own error
+# for both spellings at once, and laurelin
 # importing without Django.
 from __future__ import annotations
 

@@ -189,6 +189,7 @@ def test_missing_asgi_module_in_an_existing_package(tmp_path: Path) -> None:
     ("given", "fix"),
     [
         ("mysite/asgi.py", "laurelin mysite.asgi:application"),
+        ("./mysite/asgi.py", "laurelin mysite.asgi:application"),
         ("mysite/asgi", "laurelin mysite.asgi:application"),
         ("site/mysite/asgi.py", "laurelin --app-dir site mysite.asgi:application"),
     ],

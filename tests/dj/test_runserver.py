@@ -265,7 +265,7 @@ def test_force_script_name_timeout_flags_and_daphnes_size_setting(
         assert client.get("/prefix/slow").status_code == 503
     # The line shows how long the request took: the --http_timeout of 1 s.
     line = log_line(server, r"HTTP GET /prefix/slow 503 \[\d+\.\d\d, 127\.0\.0\.1:\d+\]")
-    assert 1.0 <= float(line.split("[")[1].split(",")[0]) < 5.0
+    assert float(line.split("[")[1].split(",")[0]) >= 1.0
     with pytest.raises(InvalidStatus) as refused:
         join(server, "/prefix/ws/slow")
     assert refused.value.response.status_code == 403

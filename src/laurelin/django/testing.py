@@ -11,8 +11,9 @@
 #
 # Differences that are fixes: the server process is given the parent's test database names and
 # ALLOWED_HOSTS (so it also works under the "spawn" start method, where the child reads the
-# settings afresh); a failure in the server process is raised in the test with its traceback
-# instead of "Server stopped"; an in-memory SQLite test database is refused with the fix.
+# settings afresh; other settings the test class overrides reach a forked child only); a failure
+# in the server process is raised in the test with its traceback instead of "Server stopped";
+# an in-memory SQLite test database is refused with the fix.
 from __future__ import annotations
 
 from collections.abc import Callable
