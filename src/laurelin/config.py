@@ -654,7 +654,7 @@ class Config:
         10.0,
         "--worker-healthcheck-timeout",
         help="Seconds a worker has to answer the parent's health check; then it is killed and "
-        "replaced.",
+        "replaced (0: never).",
         group="Process",
         parse=seconds,
         metavar="SECONDS",

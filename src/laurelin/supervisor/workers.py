@@ -123,8 +123,13 @@ class Arbiter:
         env.pop("LISTEN_PID", None)
         env.pop("LISTEN_FDNAMES", None)
         passed = [fd for fd in fds if fd is not None] + [child_end.fileno()]
-        proc = subprocess.Popen([sys.executable, "-c", WORKER_CODE], env=env, pass_fds=passed)
-        child_end.close()
+        try:
+            proc = subprocess.Popen([sys.executable, "-c", WORKER_CODE], env=env, pass_fds=passed)
+        except OSError:
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()
         parent_end.setblocking(False)
         worker = Worker(proc, parent_end)
         self.workers.append(worker)
@@ -241,7 +246,16 @@ class Arbiter:
         if self.stopping:
             return
         while len([w for w in self.workers if not w.stopping]) < self.target:
-            self.spawn()
+            try:
+                self.spawn()
+            except OSError as exc:  # out of processes, memory or descriptors: try again soon
+                logger.error(
+                    "Could not start a worker process (%s): trying again in %ss",
+                    exc,
+                    RESPAWN_BACKOFF,
+                )
+                asyncio.get_running_loop().call_later(RESPAWN_BACKOFF, self._fill)
+                return
 
     def _stop_worker(self, worker: Worker) -> None:
         """Drain one worker (SIGTERM); killed if it has not exited in time."""
