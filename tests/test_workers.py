@@ -408,3 +408,32 @@ def test_reload_dir_that_does_not_exist_is_a_clear_error(launch: Callable[..., L
     proc = start(launch, "--reload", "--reload-dir", "/no/such/dir")
     assert proc.wait_exit(10) == 2
     assert "--reload-dir /no/such/dir: no such directory" in proc.stderr
+
+
+def test_workers_share_an_adopted_descriptor_and_an_endpoint(
+    launch: Callable[..., Launched], tmp_path: Path
+) -> None:
+    """--fd and -e listeners are opened (or adopted) once by the parent, like -b/-p and -u."""
+    path = tmp_path / "e.sock"
+    with listening_socket() as sock:
+        fd = sock.fileno()
+        argv = laurelin_argv("--fd", str(fd), "-e", f"unix:{path}", "--workers", "2", "pid_app:app")
+        proc = launch(argv, pass_fds=[fd])
+        serving(proc, 2)
+        assert pids_seen(sock.getsockname()[1], 20) <= worker_pids(proc)
+        transport = httpx.HTTPTransport(uds=str(path))
+        with httpx.Client(transport=transport) as client:
+            assert int(client.get("http://x/").text) in worker_pids(proc)
+        assert proc.terminate() == 0
+
+
+def test_limit_max_requests_is_max_requests(launch: Callable[..., Launched]) -> None:
+    """Uvicorn's spelling works the same."""
+    proc = start(launch, "--limit-max-requests", "5")
+    serving(proc, 1)
+    first = worker_pids(proc)
+    for _ in range(12):
+        get_pid(proc.port)
+    proc.wait_for("served its --max-requests: replacing it", "stderr")
+    wait_until(lambda: bool(worker_pids(proc)) and not (worker_pids(proc) & first), what="recycle")
+    assert proc.terminate() == 0
