@@ -21,6 +21,14 @@ Headers = list[tuple[bytes, bytes]]
 HOST_VALUE = re.compile(rb"[A-Za-z0-9\-._~%!$&'()*+,;=:\[\]]*")
 # RFC 9110 9.1: a method is a token.
 METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# The scope's `method` of the common methods, without decoding them for every request.
+KNOWN_METHODS = {
+    m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")
+}
+# RFC 9110 7.6.1: fields about one connection, never forwarded across an HTTP/2 hop.
+CONNECTION_SPECIFIC = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
 
 
 class BadRequest(Exception):

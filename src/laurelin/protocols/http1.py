@@ -30,7 +30,13 @@ import httptools
 
 from laurelin.asgi.context import PeerInfo
 from laurelin.asgi.http import EARLY_HINT, TRAILERS, HTTPCycle
-from laurelin.asgi.scope import HOST_VALUE, BadRequest, build_http_scope, websocket_scope
+from laurelin.asgi.scope import (
+    HOST_VALUE,
+    KNOWN_METHODS,
+    BadRequest,
+    build_http_scope,
+    websocket_scope,
+)
 from laurelin.asgi.websocket import WebSocketCycle
 from laurelin.logs import error_logger, log_access
 from laurelin.protocols.http1_encoding import CONTINUE
@@ -71,10 +77,6 @@ _UNDERSCORE = ord("_")
 _NEL = 0x85
 _SLASH = ord("/")
 _HASH = ord("#")
-# RFC 9112 3.2 / RFC 3986 3.2.2: uri-host [ ":" port ], possibly empty.
-_METHODS = {
-    m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")
-}
 
 
 class _TooLarge(Exception):
@@ -462,7 +464,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         self._deadline_kind = _IDLE
         self._in_head = False
         raw_method = parser.get_method()
-        method = _METHODS.get(raw_method) or raw_method.decode("ascii")
+        method = KNOWN_METHODS.get(raw_method) or raw_method.decode("ascii")
         url = self._url
         if url[0] == _SLASH and _HASH not in url:
             question = url.find(b"?")

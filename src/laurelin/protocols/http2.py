@@ -38,7 +38,7 @@ from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import GoAwayFrame
 
 from laurelin.asgi.http import EARLY_HINT, TRAILERS, HTTPCycle
-from laurelin.asgi.scope import BadRequest, build_http_scope, websocket_scope
+from laurelin.asgi.scope import KNOWN_METHODS, BadRequest, build_http_scope, websocket_scope
 from laurelin.asgi.websocket import WebSocketCycle
 from laurelin.logs import error_logger
 from laurelin.protocols.http2_headers import Malformed, RequestHead, parse_request
@@ -73,9 +73,6 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # An h2c upgrade: the HTTP2-Settings value, and the request's method, path, query and headers.
 H2Upgrade = tuple[bytes, str, bytes, bytes, list[tuple[bytes, bytes]]]
 
-_METHODS = {
-    m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")
-}
 _VERSION_HEADER = [(b"sec-websocket-version", b"13")]
 # Seconds a closing connection has to take what is left in our send buffer.
 CLOSE_DEADLINE = 5.0
@@ -328,7 +325,7 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
     def _begin(self, stream: H2Stream, head: RequestHead) -> None:
         """Build the scope and start the app for a new request stream."""
         raw_method, target, protocol, headers = head.method, head.path, head.protocol, head.fields
-        method = _METHODS.get(raw_method) or raw_method.decode("ascii", "replace")
+        method = KNOWN_METHODS.get(raw_method) or raw_method.decode("ascii", "replace")
         if method == "CONNECT" and not protocol:
             raise BadRequest("CONNECT is not supported", 405)
         if target == b"*" and method == "OPTIONS":

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import re
 
-from laurelin.asgi.scope import HOST_VALUE, METHOD, BadRequest
+from laurelin.asgi.scope import CONNECTION_SPECIFIC, HOST_VALUE, METHOD, BadRequest
 
 # RFC 9113 8.2.2: HTTP/1.1 connection-specific fields are malformed in HTTP/2.
-_CONNECTION_SPECIFIC = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
 # RFC 9113 8.2.1: no 0x00-0x20, no uppercase, no 0x7f-0xff, and no colon (but pseudo-headers').
 _NAME = re.compile(rb"[^\x00-\x20A-Z:\x7f-\xff]+")
 # RFC 9112 3.2: no space or control character in a request target (bytes above 0x7f get
@@ -95,7 +92,7 @@ def parse_request(
             if len(valid) >= _VALID_NAMES_MAX:
                 valid.clear()
             valid.add(name)
-        if name in _CONNECTION_SPECIFIC:
+        if name in CONNECTION_SPECIFIC:
             raise Malformed(f"connection-specific header {name!r}")
         if _NEL in value:
             raise BadRequest("control character in a header value")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from laurelin.asgi.errors import error_page
 from laurelin.asgi.http import HTTPCycle
+from laurelin.asgi.scope import CONNECTION_SPECIFIC
 
 if TYPE_CHECKING:
     from laurelin.asgi.websocket import WebSocketCycle
@@ -27,9 +28,7 @@ STREAM_HIGH_WATER = 65536
 
 _NO_BODY_STATUS = frozenset({204, 304})
 # Response headers that are HTTP/1.1 connection business, forbidden in HTTP/2 (RFC 9113 8.2.2).
-CONNECTION_HEADERS = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
+CONNECTION_HEADERS = CONNECTION_SPECIFIC  # the response fields HTTP/2 leaves out
 STATUS = {status: str(status).encode() for status in range(100, 600)}
 
 

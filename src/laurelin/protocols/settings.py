@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from laurelin.asgi.context import ServerContext
+from laurelin.asgi.scope import CONNECTION_SPECIFIC
 from laurelin.logs import error_logger
 from laurelin.protocols.http1_encoding import DateHeader
 from laurelin.protocols.http2_limits import H2Limits
@@ -17,10 +18,6 @@ from laurelin.protocols.ws_handshake import FramingSettings
 
 # Seconds between two "concurrency limit reached" warnings: an overload must not flood the log.
 LIMIT_WARNING_EVERY = 10.0
-
-_CONNECTION_SPECIFIC = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
 
 
 class ConnectionRegistry:
@@ -126,7 +123,7 @@ class ConnectionSettings:
             for line in self.default_headers.split(b"\r\n")
             if line
             for name, _, value in [line.partition(b":")]
-            if name.strip().lower() not in _CONNECTION_SPECIFIC
+            if name.strip().lower() not in CONNECTION_SPECIFIC
         )
         self.special_header_names = self.default_header_names | {
             b"content-length",
