@@ -195,8 +195,9 @@ async def _serve(
     server = Server(config, app, sockets, tls)
     link = None
     if control is not None:
-        link = ParentLink(control, server.started, stop, max_requests_for(config))
-        link.requests = server.requests_served
+        link = ParentLink(
+            control, server.started, stop, max_requests_for(config), server.requests_served
+        )
     try:
         await server.serve(stop.wait)
     except StartupFailure as exc:

@@ -70,11 +70,12 @@ class ParentLink:
         started: asyncio.Event,
         stop: asyncio.Event,
         max_requests: int | None,
+        requests: Callable[[], int],
     ) -> None:
         self.sock = sock
         self.stop = stop
         self.max_requests = max_requests
-        self.requests: Callable[[], int] = _none  # set by whoever runs the server
+        self.requests = requests  # app calls served so far
         self._retiring = False
         self._loop = asyncio.get_running_loop()
         sock.setblocking(False)
@@ -114,10 +115,6 @@ class ParentLink:
         with contextlib.suppress(ValueError, OSError):
             self._loop.remove_reader(self.sock.fileno())
         self.sock.close()
-
-
-def _none() -> int:
-    return 0
 
 
 def max_requests_for(config: Config) -> int | None:

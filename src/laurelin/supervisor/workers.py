@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -31,7 +32,7 @@ import time
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
-from laurelin.config import Config
+from laurelin.config import Config, check_combination
 from laurelin.listeners import EndpointError, ListenError, ListenSpec, listen_specs
 from laurelin.supervisor.reload import watch_changes
 from laurelin.supervisor.single import (
@@ -105,7 +106,6 @@ class Arbiter:
         self._replacing = asyncio.Lock()
         self._interrupts = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._boot_failures = 0
 
     # -- workers -------------------------------------------------------------------------------
 
@@ -176,7 +176,6 @@ class Arbiter:
             worker.ready = True
             worker.ready_event.set()
             self.served = True
-            self._boot_failures = 0
             logger.info("Worker process [%d] is serving", worker.pid)
         if RETIRE in data and not worker.retire_asked and not worker.stopping:
             worker.retire_asked = True
@@ -215,7 +214,6 @@ class Arbiter:
             self.done.set()
 
     def _boot_failed(self, worker: Worker, code: int) -> None:
-        self._boot_failures += 1
         if self.config.reload:
             logger.error(
                 "Worker process [%d] could not start (%s): waiting for a file change",
@@ -448,8 +446,10 @@ class Arbiter:
 
 
 def _check(config: Config) -> str | None:
-    if config.reload and config.workers > 1:
-        return "--reload and --workers > 1 cannot be combined: reload runs one worker"
+    try:
+        check_combination(dataclasses.asdict(config))  # the command line's rules, for run()
+    except ValueError as exc:
+        return str(exc)
     for directory in config.reload_dirs if config.reload else ():
         if not os.path.isdir(directory):
             return f"--reload-dir {directory}: no such directory"
