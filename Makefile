@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test check lint types unit pytest bench docs clean compliance
+.PHONY: demo test check lint types unit pytest bench docs clean compliance fuzz soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,18 @@ bench:
 # compliance/README.md). A subset: make compliance COMPLIANCE_ARGS="--cases '1.*,2.*'"
 compliance: $(STAMP)
 	$(BIN)/python compliance/autobahn.py $(COMPLIANCE_ARGS)
+
+# Longer fuzzing: the hypothesis tests of tests/security with many more examples each (make test
+# runs them with LAURELIN_FUZZ_EXAMPLES' small default).
+FUZZ_EXAMPLES ?= 3000
+fuzz: $(STAMP)
+	LAURELIN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -n 2 -m fuzz --timeout 3600 tests/security
+
+# A bounded soak (not in CI): mixed HTTP/1.1, HTTP/2 and WebSocket load on loopback for
+# SOAK_SECONDS; fails unless every request succeeded and RSS and open files stayed flat.
+SOAK_SECONDS ?= 600
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(VENV) .venv-* .mypy_cache .ruff_cache .pytest_cache
