@@ -121,6 +121,14 @@ def seconds(text: str) -> float:
     return value
 
 
+def data_rate(text: str) -> float:
+    """Parse a rate in bytes per second; 0 turns the minimum off."""
+    value = float(text)
+    if not 0 <= value < float("inf"):  # also refuses NaN
+        raise ValueError(f"{text!r} is not a rate in bytes per second (0 or more)")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """Parse a count that may be 0 but not negative."""
     value = int(text)
@@ -448,6 +456,33 @@ class Config:
         30.0,
         "--header-read-timeout",
         help="Seconds a client has to send a complete request head; then 408 and close.",
+        group="Limits and timeouts",
+        parse=seconds,
+        metavar="SECONDS",
+    )
+    min_request_body_rate: float = opt(
+        240.0,
+        "--min-request-body-rate",
+        help="Slowest request body accepted, in bytes/s averaged over the time the server waits "
+        "for it, from --data-rate-grace on: slower gets 408 and is closed (R.U.D.Y.). 0: off.",
+        group="Limits and timeouts",
+        parse=data_rate,
+        metavar="BYTES_PER_S",
+    )
+    min_response_data_rate: float = opt(
+        240.0,
+        "--min-response-data-rate",
+        help="Slowest a client may take what the server sends (responses, WebSocket messages), "
+        "in bytes/s averaged over the time output waits for it, from --data-rate-grace on: a "
+        "slower client is dropped. 0: off.",
+        group="Limits and timeouts",
+        parse=data_rate,
+        metavar="BYTES_PER_S",
+    )
+    data_rate_grace: float = opt(
+        5.0,
+        "--data-rate-grace",
+        help="Seconds of waiting on a client before the minimum data rates apply.",
         group="Limits and timeouts",
         parse=seconds,
         metavar="SECONDS",

@@ -19,6 +19,7 @@ from laurelin.config import Config
 from laurelin.importer import ASGIApp
 from laurelin.listeners import describe_socket
 from laurelin.logs import access_logger
+from laurelin.protocols.data_rate import DataRates, Heartbeat
 from laurelin.protocols.http1 import HTTP1Connection, HTTP1TLSConnection
 from laurelin.protocols.http1_encoding import (
     DateHeader,
@@ -68,6 +69,11 @@ def build_settings(config: Config, ctx: ServerContext) -> ConnectionSettings:
         limit_request_head_size=config.limit_request_head_size,
         limit_request_headers=config.limit_request_headers,
         limit_max_body_size=config.limit_max_body_size,
+        rates=DataRates(
+            request_body=config.min_request_body_rate,
+            response=config.min_response_data_rate,
+            grace=config.data_rate_grace,
+        ),
         default_headers=encode_default_headers(server_name, config.headers),
         default_header_names=default_header_names(server_name, config.headers),
         date_header=DateHeader() if config.date_header else None,
@@ -152,11 +158,14 @@ class Server:
                 )
             self._servers.append(server)
             logger.info("Listening on %s", describe_socket(sock, tls is not None))
+        heartbeat = Heartbeat(loop, settings.connections) if settings.rates.active else None
         self.started.set()
         try:
             await shutdown_trigger()
         finally:
             await self._drain(settings)
+            if heartbeat is not None:
+                heartbeat.stop()
             try:
                 await lifespan.shutdown()
             except LifespanFailure as exc:

@@ -99,6 +99,11 @@ class PeerInfo:
         root_path_trusted = root_trust is None or root_trust.trusts(host)
         return cls(client, server, tls, proxy_trusted, root_path_trusted, extensions)
 
+    def who(self) -> str:
+        """The client as log lines name it: `host:port`, or "unix socket"."""
+        client = self.client
+        return f"{client[0]}:{client[1]}" if client else "unix socket"
+
 
 def _as_address(name: Any) -> tuple[str, int] | None:
     if type(name) is tuple:

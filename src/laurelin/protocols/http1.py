@@ -39,6 +39,7 @@ from laurelin.asgi.scope import (
 )
 from laurelin.asgi.websocket import WebSocketCycle
 from laurelin.logs import error_logger, log_access
+from laurelin.protocols.data_rate import RateMeter, output_meter
 from laurelin.protocols.http1_encoding import CONTINUE
 from laurelin.protocols.http1_response import ResponseWriter, default_lines
 from laurelin.protocols.http2 import PREFACE, H2Upgrade, HTTP2Connection, HTTP2TLSConnection
@@ -119,6 +120,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
 
     __slots__ = (
         "_active",
+        "_body_meter",
         "_body_only",
         "_closing",
         "_cycles",
@@ -138,6 +140,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         "_in_head",
         "_intermediary",
         "_lost",
+        "_out_meter",
         "_parser",
         "_parsing",
         "_pipeline",
@@ -194,6 +197,8 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._deadline_kind = _IDLE
+        self._body_meter: RateMeter | None = None
+        self._out_meter: RateMeter | None = None
         self._init_response_state()
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
@@ -816,6 +821,37 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             self._close(linger=False)
         elif self._active is None:
             self._write_error(408)
+
+    def check_rates(self, seconds: float) -> None:
+        """The heartbeat's check of the minimum data rates (protocols/data_rate.py). The body
+        of the request being parsed is waited for unless reading is paused (the app is behind,
+        or a pipelined request waits its turn) or the client waits for its 100 Continue."""
+        if self._closing:
+            return
+        rates = self.settings.rates
+        cycle = self._parsing
+        if cycle is None or not rates.request_body:
+            self._body_meter = None
+        elif not self._read_paused and not (self._expect_pending and cycle is self._active):
+            meter = self._body_meter
+            if meter is None or meter.key is not cycle:
+                self._body_meter = RateMeter(cycle, self.body_received)
+            elif meter.too_slow(self.body_received, seconds, rates.request_body, rates.grace):
+                self._body_meter = None
+                error_logger.info(
+                    "Request body from %s below --min-request-body-rate: 408", self.peer.who()
+                )
+                self._refuse(408, "request body too slow")
+                return
+        if rates.response:
+            self._out_meter, slow = output_meter(
+                self._out_meter, self.transport, self.bytes_out, seconds, rates
+            )
+            if slow:
+                error_logger.info(
+                    "Client %s reads below --min-response-data-rate: dropped", self.peer.who()
+                )
+                self.abort()
 
     def shutdown(self) -> None:
         """Graceful shutdown: close after the current response; an idle connection closes

@@ -46,6 +46,7 @@ class ResponseWriter:
         "_resp_keep_alive",
         "_resp_no_body",
         "_resp_remaining",
+        "bytes_out",
         "write_paused",
     )
 
@@ -66,6 +67,10 @@ class ResponseWriter:
         self._resp_remaining: int | None = None
         self._resp_keep_alive = True
         self._resp_bytes = 0
+        # Body bytes written on this connection (protocols/data_rate.py): heads and chunk
+        # framing are left out, which undercounts only a client that leaves many small
+        # responses unread.
+        self.bytes_out = 0
         self._expect_pending = False
         self._pending: list[bytes] = []
         self._pending_size = 0
@@ -154,6 +159,7 @@ class ResponseWriter:
         elif not more_body and self._resp_remaining:
             self._check_length(data, more_body)
         self._resp_bytes += len(data)
+        self.bytes_out += len(data)
         if not more_body:
             if self._pending:
                 self._flush()

@@ -41,6 +41,7 @@ from laurelin.asgi.http import EARLY_HINT, TRAILERS, HTTPCycle
 from laurelin.asgi.scope import KNOWN_METHODS, BadRequest, build_http_scope, websocket_scope
 from laurelin.asgi.websocket import WebSocketCycle
 from laurelin.logs import error_logger
+from laurelin.protocols.data_rate import RateMeter, drop, output_meter
 from laurelin.protocols.http2_headers import Malformed, RequestHead, parse_request
 from laurelin.protocols.http2_limits import (
     BUDGET_WINDOW,
@@ -96,6 +97,7 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
         "_in_receive",
         "_last_stream_id",
         "_lost",
+        "_out_meter",
         "_read_paused",
         "_reset_budget",
         "_streams",
@@ -124,6 +126,7 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
         self._last_stream_id = 0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_deadline = 0.0
+        self._out_meter: RateMeter | None = None
         clock = self.loop.time
         limits = self.limits
         self._reset_budget = Budget(limits.max_resets, BUDGET_WINDOW, clock)
@@ -597,13 +600,13 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
 
     def _calm(self, reason: str) -> None:
         """The peer overspent a budget: GOAWAY ENHANCE_YOUR_CALM and close."""
-        error_logger.warning("Closing HTTP/2 connection from %s: %s", self._who(), reason)
+        error_logger.warning("Closing HTTP/2 connection from %s: %s", self.peer.who(), reason)
         self._goaway(ErrorCodes.ENHANCE_YOUR_CALM)
         self._close()
 
     def _protocol_error(self, exc: ProtocolError) -> None:
         if error_logger.isEnabledFor(logging.DEBUG):
-            error_logger.debug("HTTP/2 protocol error from %s: %s", self._who(), exc)
+            error_logger.debug("HTTP/2 protocol error from %s: %s", self.peer.who(), exc)
         data = self._h2.data_to_send()  # h2 has queued the GOAWAY with the error code
         if data:
             self.transport.write(data)
@@ -629,9 +632,51 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
                 self._idle_timer.cancel()
             self._idle_timer = self.loop.call_later(CLOSE_DEADLINE, self.transport.abort)
 
-    def _who(self) -> str:
-        client = self.peer.client
-        return f"{client[0]}:{client[1]}" if client else "unix socket"
+    def check_rates(self, seconds: float) -> None:
+        """The heartbeat's check of the minimum data rates (protocols/data_rate.py): each
+        request body is waited for while its window is open (the app is not behind) and its
+        client is not waiting for a 100 Continue; output, while the transport holds some."""
+        if self._closing:
+            return
+        rates = self.settings.rates
+        if rates.request_body and not self._read_paused:
+            for stream in list(self._streams.values()):
+                cycle = stream.cycle
+                if (
+                    type(cycle) is not HTTPCycle
+                    or stream.remote_closed
+                    or stream.closed
+                    or cycle.response_complete
+                ):
+                    stream.body_meter = None
+                elif not stream.read_paused and not stream.expect_continue:
+                    meter = stream.body_meter
+                    if meter is None:
+                        stream.body_meter = RateMeter(None, stream.body_received)
+                    elif meter.too_slow(
+                        stream.body_received, seconds, rates.request_body, rates.grace
+                    ):
+                        stream.body_meter = None
+                        error_logger.info(
+                            "Request body from %s (stream %d) below --min-request-body-rate: 408",
+                            self.peer.who(),
+                            stream.stream_id,
+                        )
+                        if cycle.response_started:
+                            self.reset(stream, ErrorCodes.CANCEL)
+                        else:
+                            cycle.fail_request(408)  # then RST_STREAM(NO_ERROR): stop sending
+            self._flush()
+        if rates.response:
+            self._out_meter, slow = output_meter(
+                self._out_meter, self.transport, self.bytes_out, seconds, rates
+            )
+            if slow:
+                error_logger.info(
+                    "Client %s reads below --min-response-data-rate: dropped", self.peer.who()
+                )
+                self._closing = True
+                drop(self.transport)
 
     def shutdown(self) -> None:
         """Graceful shutdown: GOAWAY with the last stream id; in-flight streams finish, then the

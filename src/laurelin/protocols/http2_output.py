@@ -39,13 +39,14 @@ if TYPE_CHECKING:
 class StreamOutput:
     """Response sending for HTTP2Connection; see the module comment."""
 
-    __slots__ = ("_blocked", "_flush_scheduled", "_ready", "_stall_timer")
+    __slots__ = ("_blocked", "_flush_scheduled", "_ready", "_stall_timer", "bytes_out")
 
     def _init_output(self) -> None:
         self._ready: deque[H2Stream] = deque()  # streams with output to send, in turn
         self._blocked: set[H2Stream] = set()  # streams waiting for their own window
         self._flush_scheduled = False
         self._stall_timer: asyncio.TimerHandle | None = None
+        self.bytes_out = 0  # what _flush has written (protocols/data_rate.py)
 
     # Owned by HTTP2Connection; declared here for the type checker.
     settings: ConnectionSettings
@@ -145,6 +146,7 @@ class StreamOutput:
                 self._pump()
         data = self._h2.data_to_send()
         if data:
+            self.bytes_out += len(data)
             self.transport.write(data)
         if self._draining and not self._streams and not self._closing:
             self._close()

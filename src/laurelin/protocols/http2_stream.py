@@ -19,6 +19,7 @@ from laurelin.asgi.scope import CONNECTION_SPECIFIC
 
 if TYPE_CHECKING:
     from laurelin.asgi.websocket import WebSocketCycle
+    from laurelin.protocols.data_rate import RateMeter
     from laurelin.protocols.http2 import HTTP2Connection
     from laurelin.protocols.websocket import WebSocketConnection
 
@@ -39,6 +40,7 @@ class H2Stream:
         "_drain_waiters",
         "_unacked",
         "app_done",
+        "body_meter",
         "body_received",
         "closed",
         "conn",
@@ -90,6 +92,7 @@ class H2Stream:
         self.last_progress = 0.0
         self.app_done = False
         self.body_received = 0
+        self.body_meter: RateMeter | None = None  # the heartbeat's (protocols/data_rate.py)
         self.expected_length: int | None = None  # the request's Content-Length
         # An RFC 8441 WebSocket: its framing and agreed extensions until accepted, then its
         # connection.
@@ -306,6 +309,8 @@ class StreamTransport(asyncio.Transport):
         return self._protocol  # type: ignore[no-any-return]
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "socket":
+            return default  # the connection's, not this stream's
         return self._stream.conn.transport.get_extra_info(name, default)
 
     def get_write_buffer_size(self) -> int:

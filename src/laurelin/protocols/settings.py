@@ -12,6 +12,7 @@ from typing import Any
 from laurelin.asgi.context import ServerContext
 from laurelin.asgi.scope import CONNECTION_SPECIFIC
 from laurelin.logs import error_logger
+from laurelin.protocols.data_rate import DataRates
 from laurelin.protocols.http1_encoding import DateHeader
 from laurelin.protocols.http2_limits import H2Limits
 from laurelin.protocols.ws_handshake import FramingSettings
@@ -63,6 +64,8 @@ class ConnectionSettings:
     limit_request_head_size: int = 65536
     limit_request_headers: int = 100
     limit_max_body_size: int | None = None
+    # Minimum request-body and output rates (protocols/data_rate.py).
+    rates: DataRates = field(default_factory=DataRates)
     default_headers: bytes = b""
     default_header_names: frozenset[bytes] = frozenset()
     # Response header names the wire adapter must look at: framing, and the defaults above.

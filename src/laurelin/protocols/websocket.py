@@ -24,6 +24,8 @@ except ImportError:  # the C speedups are missing on this platform
     from websockets.utils import apply_mask
 
 from laurelin.asgi.websocket import ABNORMAL_CLOSURE, INTERNAL_ERROR, WebSocketCycle
+from laurelin.logs import error_logger
+from laurelin.protocols.data_rate import RateMeter, drop, output_meter
 from laurelin.protocols.tls_reads import TLSReads
 from laurelin.protocols.write_flow import WriteFlow
 
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 # Seconds the client has to answer our close frame (or drain our last bytes) before the
 # connection is dropped.
 CLOSE_TIMEOUT = 5.0
+PROTOCOL_ERROR = 1002
 INVALID_DATA = 1007
 
 _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
@@ -65,12 +68,14 @@ class WebSocketConnection(WriteFlow, asyncio.BaseProtocol):
         "_framing",
         "_held",
         "_lost",
+        "_out_meter",
         "_owed",
         "_partial",
         "_ping",
         "_read_paused",
         "_rx",
         "_timer",
+        "bytes_out",
         "cycle",
         "loop",
         "settings",
@@ -110,6 +115,8 @@ class WebSocketConnection(WriteFlow, asyncio.BaseProtocol):
         self._owed = 0
         limits = [_FAST_MAX, settings.websocket.max_message_size, settings.websocket.max_frame_size]
         self._fast_max = min(limit for limit in limits if limit is not None)
+        self.bytes_out = 0  # bytes written (protocols/data_rate.py)
+        self._out_meter: RateMeter | None = None
 
     def opened(self) -> None:
         """The cycle is ready for frames: start the keep-alive and read what came early."""
@@ -179,6 +186,12 @@ class WebSocketConnection(WriteFlow, asyncio.BaseProtocol):
                 length = _LENGTH16.unpack_from(data, pos + 2)[0]
             elif length == 127:
                 length = _LENGTH64.unpack_from(data, pos + 2)[0]
+                if length >> 63:
+                    # RFC 6455 5.2: the most significant bit MUST be 0. The framing checks
+                    # lengths only against a size limit, and there may be none.
+                    self._fail(PROTOCOL_ERROR, "invalid frame length")
+                    self._write_out()
+                    return
             total = head + length
             if (
                 (first == 0x81 or first == 0x82)  # FIN, no RSV bit, text or binary
@@ -370,6 +383,7 @@ class WebSocketConnection(WriteFlow, asyncio.BaseProtocol):
             head = _HEAD16.pack(first, 126, size)
         else:
             head = _HEAD64.pack(first, 127, size)
+        self.bytes_out += len(head) + size
         if size <= _JOIN_LIMIT:
             self.transport.write(head + payload)
         elif self.settings.writelines_pauses:
@@ -431,6 +445,25 @@ class WebSocketConnection(WriteFlow, asyncio.BaseProtocol):
         self._closing = True
         self.transport.abort()
 
+    def check_rates(self, seconds: float) -> None:
+        """The heartbeat's check of --min-response-data-rate (protocols/data_rate.py): a
+        client that takes our frames too slowly is dropped. (Its frames in have no minimum: a
+        quiet WebSocket is normal, and --ping-interval finds the dead ones.)"""
+        rates = self.settings.rates
+        if self._lost or not rates.response:
+            return
+        self._out_meter, slow = output_meter(
+            self._out_meter, self.transport, self.bytes_out, seconds, rates
+        )
+        if slow:
+            peer = self.cycle.scope.get("client")
+            error_logger.info(
+                "WebSocket client %s reads below --min-response-data-rate: dropped",
+                f"{peer[0]}:{peer[1]}" if peer else "unix socket",
+            )
+            self._closing = True
+            drop(self.transport)
+
     def _write_out(self) -> None:
         out = self._framing.data_to_send()
         if not out:
@@ -439,7 +472,9 @@ class WebSocketConnection(WriteFlow, asyncio.BaseProtocol):
         if eof:
             out.pop()
         if out and not self._lost:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            data = out[0] if len(out) == 1 else b"".join(out)
+            self.bytes_out += len(data)
+            self.transport.write(data)
         if eof:
             self._closing = True
             self.transport.close()
