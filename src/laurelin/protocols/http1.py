@@ -122,6 +122,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         "_active",
         "_body_meter",
         "_body_only",
+        "_chunk_meta",
         "_closing",
         "_cycles",
         "_deadline",
@@ -179,6 +180,8 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         self._cycles: set[Cycle] = set()
         self._deferred_error = 0
         self._deferred_headers: list[tuple[bytes, bytes]] = []
+        self._chunk_meta = 0  # chunk framing bytes of the request being read (_feed)
+        self.body_received = 0
         self._ws: _PendingUpgrade | None = None
         self._h2c: H2Upgrade | None = None
         # The framing of an upgrade request's body still to be read, and whether the head
@@ -314,11 +317,22 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         """Parse one slice of input (`rest`: it and all input after it); False when parsing
         stopped (an error, or an upgrade that took the rest)."""
         self._feed_size = len(data)
+        parsing = self._parsing
+        received = self.body_received
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._parse_stopped(exc, rest)
             return False
+        if parsing is not None and parsing is self._parsing and self._transfer_encoding:
+            # A slice wholly inside a chunked body: what was not body is chunk framing. llhttp
+            # bounds no chunk-size line nor extension, so we bound them all together (as Go
+            # does): at most a head's worth plus a few bytes per byte of body, else 400.
+            meta = self._chunk_meta + len(data) - (self.body_received - received)
+            self._chunk_meta = meta
+            if meta > self.settings.limit_request_head_size + 8 * self.body_received:
+                self._refuse(400, "too much chunk metadata")
+                return False
         if self._in_head:
             # A head still incomplete after this slice. llhttp buffers a partial field itself,
             # so counting slices is what bounds an endless header line (431). The slice the
@@ -380,6 +394,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         self._te_trailers = False
         self._upgrade: bytes | None = None
         self.body_received = 0
+        self._chunk_meta = 0
 
     def on_url(self, url: bytes) -> None:
         if not self._in_head:
@@ -471,14 +486,17 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         raw_method = parser.get_method()
         method = KNOWN_METHODS.get(raw_method) or raw_method.decode("ascii")
         url = self._url
-        if url[0] == _SLASH and _HASH not in url:
+        if url[0] == _SLASH and _HASH not in url and method != "CONNECT":
             question = url.find(b"?")
             if question < 0:
                 raw_path, query = url, b""
             else:
                 raw_path, query = url[:question], url[question + 1 :]
         else:
-            raw_path, query = _split_target(url, method)
+            raw_path, query, authority = _split_target(url, method)
+            if authority is not None:
+                # RFC 9112 3.2.2: an absolute-form target's host replaces the Host header.
+                headers = [(b"host", authority), *((n, v) for n, v in headers if n != b"host")]
         scope = build_http_scope(
             settings.ctx,
             self.peer,
@@ -905,21 +923,34 @@ class HTTP1TLSConnection(HTTP1Connection, TLSReads):
     __slots__ = ()
 
 
-def _split_target(url: bytes, method: str) -> tuple[bytes, bytes]:
-    """Path and query of a request target that is not a plain origin-form (RFC 9112 3.2)."""
-    if url == b"*":
-        return url, b""  # asterisk-form, OPTIONS only
+_SCHEMES = frozenset({b"http", b"https"})
+
+
+def _split_target(url: bytes, method: str) -> tuple[bytes, bytes, bytes | None]:
+    """Path, query and (for the absolute-form) authority of a request target that is not a
+    plain origin-form (RFC 9112 3.2). CONNECT (authority-form, a tunnel) is not served, in any
+    form: what follows it on the connection would be tunnel bytes, never requests."""
     if method == "CONNECT":
         raise BadRequest("CONNECT is not supported", 405)
+    if url == b"*":
+        if method != "OPTIONS":
+            raise BadRequest("the asterisk-form is for OPTIONS only")  # RFC 9112 3.2.4
+        return url, b"", None
     if url[0] == _SLASH:  # origin-form with a fragment, which no client should send
         url = url.split(b"#", 1)[0]
         path, _, query = url.partition(b"?")
-        return path, query
+        return path, query, None
     try:
         parsed = httptools.parse_url(url)  # absolute-form
     except httptools.HttpParserInvalidURLError:
         raise BadRequest("invalid request target") from None
-    return parsed.path or b"/", parsed.query or b""
+    host = parsed.host
+    if parsed.schema not in _SCHEMES or not host:
+        raise BadRequest("invalid request target")
+    if b":" in host:
+        host = b"[" + host + b"]"  # an IPv6 literal
+    authority = host if parsed.port is None else b"%b:%d" % (host, parsed.port)
+    return parsed.path or b"/", parsed.query or b"", authority
 
 
 def _settings_payload(value: bytes) -> bool:
