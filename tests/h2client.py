@@ -22,6 +22,9 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+# The stream id a graceful shutdown's first GOAWAY announces (RFC 9113 6.8).
+MAX_STREAM_ID = 2**31 - 1
+
 
 class _Connection(h2.connection.H2Connection):
     """h2's client connection, reading on after a graceful GOAWAY: h2 takes any GOAWAY for the
@@ -192,9 +195,14 @@ class H2Client:
         return self.response(self.request(path, **kwargs))
 
     def wait_goaway(self) -> h2.events.ConnectionTerminated:
-        """Read until GOAWAY (or the connection closes after one)."""
+        """Read until a GOAWAY that names the last stream (or the connection closes after one).
+        A graceful shutdown first announces the largest stream id (RFC 9113 6.8): that one
+        is read past (`goaway_announced` tells it came)."""
         with contextlib.suppress(Closed):
-            self.pump(lambda: self.goaway is not None, what="GOAWAY")
+            self.pump(
+                lambda: self.goaway is not None and self.goaway.last_stream_id != MAX_STREAM_ID,
+                what="GOAWAY",
+            )
         assert self.goaway is not None, "connection closed without GOAWAY"
         return self.goaway
 
@@ -255,6 +263,14 @@ class H2Client:
             stream.reset = int(event.error_code)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = event
+
+    @property
+    def goaway_announced(self) -> bool:
+        """Whether a GOAWAY announcing the largest stream id (a shutdown's first) came."""
+        return any(
+            isinstance(e, h2.events.ConnectionTerminated) and e.last_stream_id == MAX_STREAM_ID
+            for e in self.events
+        )
 
     def setting(self, code: h2.settings.SettingCodes) -> int:
         """The value the server announced for a setting."""

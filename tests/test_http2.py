@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import shutil
 import signal
 import socket
@@ -709,6 +710,31 @@ def test_too_many_headers_is_431(limited_server: ServerProcess) -> None:
 
 
 # -- graceful shutdown ----------------------------------------------------------------------------
+
+
+def test_stream_sent_before_the_final_goaway_is_served(run_server: RunServer) -> None:
+    """RFC 9113 6.8: a graceful shutdown first announces the largest stream id, with a PING.
+    A stream the client opens before it has answered that PING (it had not seen the GOAWAY
+    when it sent the request) is served, and the final GOAWAY names it as the last."""
+    server = run_server(APP, "--graceful-timeout", "10")
+    started = tag()
+    with H2Client(server.port) as client:
+        busy = client.request(f"/slow?tag={started}&s=1")
+        assert "started" in events(server, started, "started")
+        server.signal(signal.SIGTERM)
+        # The announcement is waiting in the socket: send a request before reading it (and so
+        # before the client's PING ACK goes out).
+        readable, _, _ = select.select([client.sock], [], [], 10)
+        assert readable, "no GOAWAY came"
+        late = client.request("/")
+        goaway = client.wait_goaway()
+        assert client.goaway_announced
+        assert goaway.error_code == ErrorCodes.NO_ERROR
+        assert goaway.last_stream_id == late
+        assert client.response(late).status == 200
+        assert client.response(busy).status == 200
+        client.wait_closed()
+    assert server.wait_exit() == 0
 
 
 def test_sigterm_sends_goaway_and_lets_the_stream_finish(run_server: RunServer) -> None:

@@ -22,6 +22,7 @@ from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
+    PingAckReceived,
     PingReceived,
     PriorityUpdated,
     RemoteSettingsChanged,
@@ -35,7 +36,7 @@ from h2.events import (
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 from hyperframe.exceptions import HyperframeError
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import GoAwayFrame, PingFrame
 
 from laurelin.asgi.http import EARLY_HINT, TRAILERS, HTTPCycle
 from laurelin.asgi.scope import KNOWN_METHODS, BadRequest, build_http_scope, websocket_scope
@@ -77,6 +78,10 @@ H2Upgrade = tuple[bytes, str, bytes, bytes, list[tuple[bytes, bytes]]]
 _VERSION_HEADER = [(b"sec-websocket-version", b"13")]
 # Seconds a closing connection has to take what is left in our send buffer.
 CLOSE_DEADLINE = 5.0
+# The first GOAWAY of a graceful shutdown announces this (RFC 9113 6.8), and its PING carries
+# this payload: the ACK marks one round trip.
+MAX_STREAM_ID = 2**31 - 1
+_DRAIN_PING = b"laurelin"
 # Why a new stream is refused (HTTP2Connection._refusal).
 _OVER_LIMIT, _LINGERING, _DRAINING = 1, 2, 3
 # Bytes a client may send on an RFC 8441 stream before its app has accepted; then its window
@@ -88,6 +93,7 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
     """One client connection speaking HTTP/2."""
 
     __slots__ = (
+        "_announced",
         "_closing",
         "_control_budget",
         "_draining",
@@ -122,6 +128,7 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
         self._read_paused = False
         self._closing = False
         self._draining = False
+        self._announced = False  # the first GOAWAY of a graceful shutdown is out
         self._lost = False
         self._last_stream_id = 0
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -227,6 +234,8 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
                         self._control_frame()
                 elif kind is PingReceived or kind is UnknownFrameReceived:
                     self._control_frame()
+                elif kind is PingAckReceived and event.ping_data == _DRAIN_PING and self._announced:
+                    self._final_goaway()
                 if self._closing:
                     break
         finally:
@@ -679,13 +688,33 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
                 drop(self.transport)
 
     def shutdown(self) -> None:
-        """Graceful shutdown: GOAWAY with the last stream id; in-flight streams finish, then the
-        connection closes."""
+        """Graceful shutdown (RFC 9113 6.8): first a GOAWAY announcing the largest stream id,
+        with a PING; one round trip later (its ACK, or --drain_idle_grace at most) the GOAWAY
+        with the real last stream id. Streams the client opened before it saw the first are
+        served instead of refused; in-flight streams finish; then the connection closes."""
+        if self._closing or self._draining or self._announced:
+            return
+        self._announced = True
+        # Written here, not through h2: h2 would take its own GOAWAY for the end of the
+        # connection and refuse to send the responses still in flight.
+        goaway = GoAwayFrame(0)
+        goaway.last_stream_id = MAX_STREAM_ID
+        goaway.error_code = ErrorCodes.NO_ERROR
+        ping = PingFrame(0)
+        ping.opaque_data = _DRAIN_PING
+        if not self._lost:
+            self.transport.write(self._h2.data_to_send() + goaway.serialize() + ping.serialize())
+        grace = self.settings.drain_idle_grace
+        if grace > 0:
+            self.loop.call_later(grace, self._final_goaway)
+        else:
+            self._final_goaway()
+
+    def _final_goaway(self) -> None:
+        """The second GOAWAY of a graceful shutdown: no stream after the last one seen."""
         if self._closing or self._draining:
             return
         self._draining = True
-        # Written here, not through h2: h2 would take its own GOAWAY for the end of the
-        # connection and refuse to send the responses still in flight (RFC 9113 6.8).
         goaway = GoAwayFrame(0)
         goaway.last_stream_id = self._last_stream_id
         goaway.error_code = ErrorCodes.NO_ERROR
