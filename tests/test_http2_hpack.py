@@ -7,10 +7,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from h2.errors import ErrorCodes
 from hpack import Decoder, Encoder, HPACKDecodingError, NeverIndexedHeaderTuple
 from hpack.exceptions import OversizedHeaderListError
 
-from laurelin.protocols.http2_hpack import MemoDecoder, MemoEncoder
+from laurelin.protocols.http2_hpack import CompressionError, MemoDecoder, MemoEncoder
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -79,8 +80,11 @@ def test_decoder_repeats_its_errors() -> None:
             memo.decode(big, raw=True)
     bad_index = b"\xff\x7f"  # an index far beyond any table
     for _ in range(2):
-        with pytest.raises(HPACKDecodingError):
+        # RFC 9113 4.3: a COMPRESSION_ERROR for the connection, from hpack's own error.
+        with pytest.raises(CompressionError) as caught:
             memo.decode(bad_index, raw=True)
+        assert caught.value.error_code == ErrorCodes.COMPRESSION_ERROR
+        assert isinstance(caught.value.__cause__, HPACKDecodingError)
 
 
 def test_decoder_limit_change_forgets_what_it_remembered() -> None:

@@ -301,7 +301,7 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
         except Malformed as exc:
             if error_logger.isEnabledFor(logging.DEBUG):
                 error_logger.debug("Malformed request on stream %d: %s", stream_id, exc)
-            self.reset(stream, ErrorCodes.PROTOCOL_ERROR)
+            self._reset_malformed(stream)
         except BadRequest as exc:
             if error_logger.isEnabledFor(logging.DEBUG):
                 error_logger.debug("Refusing stream %d with %d: %s", stream_id, exc.status, exc)
@@ -461,7 +461,7 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
         received = stream.body_received = stream.body_received + len(data)
         if stream.expected_length is not None and received > stream.expected_length:
             self._credit_now(stream_id, size)
-            self.reset(stream, ErrorCodes.PROTOCOL_ERROR)  # RFC 9113 8.1.1: malformed
+            self._reset_malformed(stream)  # RFC 9113 8.1.1
             return
         if cycle.response_complete or cycle.disconnected:
             self._credit_now(stream_id, size)  # answered already: what is in flight is dropped
@@ -500,7 +500,7 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
         if type(cycle) is HTTPCycle:
             expected = stream.expected_length
             if expected is not None and stream.body_received != expected:
-                self.reset(stream, ErrorCodes.PROTOCOL_ERROR)  # RFC 9113 8.1.1: malformed
+                self._reset_malformed(stream)  # RFC 9113 8.1.1
                 return
             cycle.feed_eof()
 
@@ -513,6 +513,15 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
             stream.lost()
             self._blocked.discard(stream)
             self._maybe_done(stream)
+
+    def _reset_malformed(self, stream: H2Stream) -> None:
+        """Reset a stream the client made malformed (PROTOCOL_ERROR). Such resets spend the
+        client's reset budget as its own do: otherwise a flood of requests made to be reset
+        by the server is a rapid reset by other means (MadeYouReset, CVE-2025-8671)."""
+        if not self._reset_budget.spend():
+            self._calm("too many malformed streams")
+            return
+        self.reset(stream, ErrorCodes.PROTOCOL_ERROR)
 
     def _control_frame(self) -> None:
         if not self._control_budget.spend():

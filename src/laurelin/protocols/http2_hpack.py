@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from h2.errors import ErrorCodes
+from h2.exceptions import ProtocolError
 from hpack import Decoder, Encoder
+from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hpack.table import HeaderTable
 
 # Remembered blocks per coder, and the largest block remembered.
@@ -72,6 +75,12 @@ class MemoEncoder(Encoder):
         return block
 
 
+class CompressionError(ProtocolError):
+    """A header block that cannot be decoded."""
+
+    error_code = ErrorCodes.COMPRESSION_ERROR
+
+
 class MemoDecoder(Decoder):
     """An hpack Decoder that reuses the header list of a block it decoded without changing the
     table, while the table (and the header list limit) stay as they are."""
@@ -96,7 +105,14 @@ class MemoDecoder(Decoder):
             found = self._memo.get(key)
             if found is not None:
                 return list(found)
-        headers = super().decode(data, raw)
+        try:
+            headers = super().decode(data, raw)
+        except OversizedHeaderListError:
+            raise  # h2's: an HPACK bomb, refused as such
+        except (HPACKError, IndexError, TypeError, UnicodeDecodeError) as exc:
+            # RFC 9113 4.3: a block that cannot be decoded ends the connection with
+            # COMPRESSION_ERROR (h2 would say PROTOCOL_ERROR): our tables no longer agree.
+            raise CompressionError(f"Error decoding header block: {exc}") from exc
         if raw and table.version == self._memo_version and len(key) <= MEMO_BLOCK_MAX:
             if len(self._memo) >= MEMO_ENTRIES:
                 self._memo.clear()

@@ -11,8 +11,9 @@
 # - the client's first frame must be SETTINGS (3.4), and a frame longer than our
 #   SETTINGS_MAX_FRAME_SIZE is known as such from its header (4.2), not once all of it has been
 #   buffered;
-# - HPACK coding remembers blocks it has coded (protocols/http2_hpack.py), and hpack's
-#   per-field DEBUG calls are silenced;
+# - HPACK coding remembers blocks it has coded (protocols/http2_hpack.py), a block that cannot
+#   be decoded is a COMPRESSION_ERROR (4.3), and hpack's per-field DEBUG calls are silenced;
+# - closed streams are remembered 1,024 at a time, not 65,536 (memory per connection);
 # - `send_headers_fast` / `send_data_fast` frame a response's HEADERS and DATA with the same
 #   stream-state transitions and window accounting as h2's send_headers / send_data, minus the
 #   per-call generality (validation flags, priority, padding, frame objects) that made sending
@@ -79,6 +80,11 @@ class _Stream(H2Stream):
 
 class H2Machine(H2Connection):
     """h2's server connection with the changes listed in the module comment."""
+
+    # h2 remembers how each closed stream closed, to tell a frame still in flight for it from
+    # a protocol error; 2**16 of them per connection cost megabytes on a connection that
+    # opens many streams. A frame for a stream forgotten since only gets that stream reset.
+    MAX_CLOSED_STREAMS = 1024
 
     def __init__(self, max_header_list_size: int) -> None:
         super().__init__(config=CONFIG)
