@@ -227,6 +227,23 @@ def test_app_slow_to_read_is_not_blamed_on_the_client(strict: ServerProcess) -> 
     assert response.body == b"slowapp:" + body
 
 
+def test_http2_app_slow_to_read_is_not_blamed_on_the_client(strict: ServerProcess) -> None:
+    """Over HTTP/2 an app that is behind stops its stream's window from being credited: the
+    client may not send until the app reads. That wait is not the client's (against a server
+    demanding 1 MB/s, counting it would give 408)."""
+    body = b"w" * (1 << 20)
+    with H2Client(strict.port, timeout=20) as client:
+        stream_id = client.request(
+            "/sleep?s=3&id=h2slowapp",
+            method="POST",
+            headers=[("content-length", str(len(body)))],
+            body=body,
+        )
+        result = client.response(stream_id)
+    assert result.status == 200
+    assert bytes(result.body) == b"h2slowapp:" + body
+
+
 def test_client_waiting_for_100_continue_is_not_blamed(strict: ServerProcess) -> None:
     """A client that sent `Expect: 100-continue` waits for the 100, which the app asks for
     only when it first reads (here after 3 s): that wait is not the client's slowness."""

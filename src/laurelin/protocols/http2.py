@@ -652,8 +652,9 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
 
     def check_rates(self, seconds: float) -> None:
         """The heartbeat's check of the minimum data rates (protocols/data_rate.py): each
-        request body is waited for while its window is open (the app is not behind) and its
-        client is not waiting for a 100 Continue; output, while the transport holds some."""
+        request body is waited for while the client may send (the app is not behind, the
+        windows are open) and is not waiting for a 100 Continue; output, while the transport
+        holds some."""
         if self._closing:
             return
         rates = self.settings.rates
@@ -667,7 +668,11 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
                     or cycle.response_complete
                 ):
                     stream.body_meter = None
-                elif not stream.read_paused and not stream.expect_continue:
+                elif (
+                    not stream.read_paused
+                    and not stream.expect_continue
+                    and self._window_open(stream.stream_id)
+                ):
                     meter = stream.body_meter
                     if meter is None:
                         stream.body_meter = RateMeter(None, stream.body_received)
@@ -695,6 +700,14 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
                 )
                 self._closing = True
                 drop(self.transport)
+
+    def _window_open(self, stream_id: int) -> bool:
+        """Whether the client may send on `stream_id` now: its window and the connection's
+        are not shut (an app that has not taken a window's worth yet keeps it shut)."""
+        try:
+            return self._h2.remote_flow_control_window(stream_id) > 0
+        except ProtocolError:  # the stream is closed
+            return False
 
     def shutdown(self) -> None:
         """Graceful shutdown (RFC 9113 6.8): first a GOAWAY announcing the largest stream id,
