@@ -14,9 +14,9 @@
 # invariants: the server process survives, a `Bystander` on its own connection is served all
 # through a flood, the peak RSS growth stays under RSS_GROWTH_LIMIT_KIB, and a fresh client is
 # answered promptly afterwards (`Siege` bundles these). tests/test_http2_defences.py tests the
-# same defences feature by feature; its frame-level client `RawH2` (hyperframe frames out,
-# every server frame read back) and helpers are reused here, and the well-behaved clients are
-# tests/h2client.py's `H2Client`.
+# same defences feature by feature; both use tests/h2raw.py's frame-level client `RawH2`
+# (hyperframe frames out, every server frame read back), its constants and its helpers, and the
+# well-behaved clients are tests/h2client.py's `H2Client`.
 from __future__ import annotations
 
 import json
@@ -28,15 +28,28 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 
 import pytest
-from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 from hyperframe.frame import HeadersFrame, RstStreamFrame, SettingsFrame
 
 from conftest import PeakRSS, ServerProcess
 from h2client import H2Client
-from rawhttp import events, release, serve
-from test_http2_defences import (
+from h2raw import (
+    CANCEL,
+    COMPRESSION_ERROR,
+    CONTINUATION,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    ENHANCE_YOUR_CALM,
+    FLOW_CONTROL_ERROR,
+    HEADER_REFUSALS,
+    HEADERS,
     MIB,
+    PRIORITY,
+    PROTOCOL_ERROR,
+    REFUSED_STREAM,
+    STREAM_CLOSED,
+    WINDOW_UPDATE,
     RawH2,
     RawStream,
     assert_no_crash,
@@ -52,22 +65,10 @@ from test_http2_defences import (
     split_block,
     warm_up,
 )
+from rawhttp import events, release, serve
 
 APP = "h2_attack_app:app"
 
-PROTOCOL_ERROR = ErrorCodes.PROTOCOL_ERROR
-FLOW_CONTROL_ERROR = ErrorCodes.FLOW_CONTROL_ERROR
-STREAM_CLOSED = ErrorCodes.STREAM_CLOSED
-REFUSED_STREAM = ErrorCodes.REFUSED_STREAM
-CANCEL = ErrorCodes.CANCEL
-COMPRESSION_ERROR = ErrorCodes.COMPRESSION_ERROR
-ENHANCE_YOUR_CALM = ErrorCodes.ENHANCE_YOUR_CALM
-# The ways a server may refuse a header block it will not take (RFC 9113 10.5.1, RFC 7541 7.3).
-HEADER_REFUSALS: set[int] = {PROTOCOL_ERROR, COMPRESSION_ERROR, ENHANCE_YOUR_CALM}
-
-# Frame types and flags for frames built by hand.
-DATA, HEADERS, PRIORITY, WINDOW_UPDATE, CONTINUATION = 0x0, 0x1, 0x2, 0x8, 0x9
-END_STREAM, END_HEADERS = 0x1, 0x4
 MAX_WINDOW = (1 << 31) - 1  # RFC 9113 6.9.1
 MAX_STREAM_ID = (1 << 31) - 1  # RFC 9113 5.1.1
 
