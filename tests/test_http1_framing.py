@@ -247,6 +247,25 @@ class TestHead:
             head = client.request(build("HEAD", "/stream?cl=1"), method="HEAD")
         assert _comparable(head) == _comparable(get)
 
+    def test_head_keeps_the_apps_content_length_once(self, server: ServerProcess) -> None:
+        """An app that sets Content-Length and sends the body in one message (as Starlette
+        and Django do): the HEAD response carries that one Content-Length, not ours too."""
+        with RawClient(server.port) as client:
+            head = client.request(build("HEAD", "/cl?declared=5&parts=5"), method="HEAD")
+            assert head.status == 200
+            assert head.get_all("content-length") == ["5"]
+            assert client.request(build("GET", "/")).body == b"Hello, world!"
+
+    def test_error_page_for_head_has_no_body(self, server: ServerProcess) -> None:
+        """The server's own error responses to HEAD carry no content either: it would be read
+        as the start of the next response."""
+        with RawClient(server.port) as client:
+            client.send(b"HEAD / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+            response = client.read_response(method="HEAD")
+            assert response.status == 400
+            assert response.header("content-length") is not None
+            assert client.wait_closed() == b""
+
     def test_head_same_headers_as_get(self, server: ServerProcess) -> None:
         with RawClient(server.port) as client:
             get = client.request(build("GET", "/"))

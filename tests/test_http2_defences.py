@@ -827,6 +827,20 @@ def test_no_settings_after_the_preface(server: ServerProcess, case: str) -> None
     assert_no_crash(server)
 
 
+def test_settings_come_first_even_when_the_client_ends_at_once(server: ServerProcess) -> None:
+    """RFC 9113 3.4: the server's connection preface is its SETTINGS frame, first, whatever
+    the client sent in the same read: here SETTINGS, a GOAWAY with an error and a frame that
+    is itself a protocol error (DATA on stream 0). h2 drops unsent output on such a GOAWAY;
+    the SETTINGS must have left before."""
+    goaway = raw_frame(0x7, 0, 0, struct.pack("!II", 0, PROTOCOL_ERROR))
+    with RawH2(server.port, preface=False) as client:
+        client.send(PREFACE + raw_frame(0x4, 0, 0) + goaway + raw_frame(DATA, 0, 0, b"x"))
+        client.wait_closed()
+        assert client.frames, "the server sent nothing"
+        assert isinstance(client.frames[0], SettingsFrame), client.summary()
+    assert_serves(server)
+
+
 def test_bad_preface(server: ServerProcess) -> None:
     """The PRI line, then garbage where "SM" belongs: not HTTP/2 (RFC 9113 3.4: PROTOCOL_ERROR,
     GOAWAY optional), and not a valid HTTP/1.1 request either: an error, then close."""

@@ -796,6 +796,14 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             return
         self._write_error(status, headers)
 
+    def _answering_head(self) -> bool:
+        """Whether the request a server error page answers is a HEAD (llhttp knows the method
+        of the request it stopped in once its request line is in)."""
+        try:
+            return bool(self._parser.get_method() == b"HEAD")
+        except Exception:  # no method parsed yet
+            return False
+
     def _close(self, linger: bool) -> None:
         if self._closing:
             return

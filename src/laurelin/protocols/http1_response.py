@@ -125,7 +125,8 @@ class ResponseWriter:
         self._resp_head_request = scope.get("method") == "HEAD"  # none in a websocket scope
         if status in _NO_BODY_STATUS or self._resp_head_request:
             self._resp_no_body = True
-            self._resp_remaining = None
+            # HEAD keeps the app's own Content-Length (the GET's) so that none is added.
+            self._resp_remaining = remaining if self._resp_head_request else None
         else:
             self._resp_no_body = False
             self._resp_remaining = remaining
@@ -305,9 +306,14 @@ class ResponseWriter:
             headers = [*extra_headers, *headers]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
-        parts += (b"connection: close\r\n\r\n", body)
+        parts.append(b"connection: close\r\n\r\n")
+        if not self._answering_head():
+            parts.append(body)  # RFC 9110 9.3.2: never a body in answer to HEAD
         self.transport.write(b"".join(parts))
         self._close(linger=True)
+
+    def _answering_head(self) -> bool:
+        raise NotImplementedError
 
 
 def default_lines(settings: ConnectionSettings, app_names: set[bytes]) -> list[bytes]:

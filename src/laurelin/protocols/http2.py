@@ -173,6 +173,9 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
                 transport.close()
                 return
         h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        # Our SETTINGS go out now, first (RFC 9113 3.4): h2 drops unsent output when the
+        # client's first frames end the connection, and the GOAWAY would come alone.
+        transport.write(h2.data_to_send())
         self._arm_idle()
         if upgrade is not None:
             self._upgraded_request(upgrade)
