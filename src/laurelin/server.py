@@ -163,9 +163,11 @@ class Server:
         try:
             await shutdown_trigger()
         finally:
-            await self._drain(settings)
-            if heartbeat is not None:
-                heartbeat.stop()
+            try:
+                await self._drain(settings)
+            finally:
+                if heartbeat is not None:
+                    heartbeat.stop()
             try:
                 await lifespan.shutdown()
             except LifespanFailure as exc:

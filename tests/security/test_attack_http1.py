@@ -489,6 +489,29 @@ def test_absolute_form_target(main: ServerProcess) -> None:
 
 
 @pytest.mark.parametrize(
+    ("target", "status"),
+    [
+        (b"HTTPS://target.example:8443/headers", 200),  # RFC 3986 3.1: case-insensitive
+        (b"http://user:secret@target.example/headers", 400),  # RFC 9110 4.2.4
+        (b"ftp://target.example/headers", 400),
+        (b"http:///headers", 400),
+    ],
+    ids=["uppercase_scheme", "userinfo", "other_scheme", "no_host"],
+)
+def test_absolute_form_authority(main: ServerProcess, target: bytes, status: int) -> None:
+    """The absolute-form's scheme is http or https in any case, with a host and no userinfo
+    (RFC 9110 4.2.4: a recipient SHOULD treat userinfo as an error; it is how phishing URLs
+    hide their real host). Anything else is refused and closed."""
+    data = b"GET " + target + b" HTTP/1.1\r\nHost: attacker.example\r\n\r\n"
+    with RawClient(main.port) as client:
+        response = client.request(data)
+    assert response.status == status, response.raw[:300]
+    if status == 200:
+        hosts = [value for name, value in response.json()["headers"] if name == "host"]
+        assert hosts == ["target.example:8443"]
+
+
+@pytest.mark.parametrize(
     "target",
     [b"target.example:443", b"/noread?tag=TAG", b"http://target.example/noread?tag=TAG"],
     ids=["authority_form", "origin_form", "absolute_form"],

@@ -309,6 +309,24 @@ def test_response_reader_that_never_reads_is_dropped(server: ServerProcess) -> N
     assert rss.growth < RSS_BOUND_KIB
 
 
+@pytest.mark.parametrize("connection", ["close", "keep-alive"])
+def test_whole_response_never_read_is_dropped(server: ServerProcess, connection: str) -> None:
+    """The app sent its whole 8 MB response in one message and is done; the connection is
+    closing (Connection: close, or idle past --timeout-keep-alive) with the response still
+    unread in its buffers. It still holds a slot and the memory: once the client has taken
+    less than --min-response-data-rate for the grace period, it is reset."""
+    size = 8 << 20
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_RCVBUF)
+    sock.connect(("127.0.0.1", server.port))
+    target = f"/cl?declared={size}&parts={size}"
+    sock.sendall(build("GET", target, [("Connection", connection)]))
+    time.sleep(GRACE + 4)
+    assert drained_until_closed(sock, timeout=5) < size
+    sock.close()
+    assert_served_promptly(server)
+
+
 def test_response_reader_above_the_minimum_is_kept(server: ServerProcess) -> None:
     """A slow but steady reader (about 20 KB/s, far above 240 B/s) keeps its connection past
     the grace period, and the response keeps coming."""

@@ -30,6 +30,8 @@ from laurelin.logs import error_logger
 HEARTBEAT_SECONDS = 1.0
 _INT = struct.Struct("i")
 _INT_ZERO = _INT.pack(0)
+_SIOCOUTQNSD = 0x894B  # Linux: a TCP socket's bytes not yet sent (SIOCOUTQ less those in flight)
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 # SO_LINGER on with a zero timeout: close() sends RST and discards the send queue.
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
@@ -75,35 +77,39 @@ def output_meter(
     seconds: float,
     rates: DataRates,
 ) -> tuple[RateMeter | None, bool]:
-    """The output side of a connection's check. The server waits on the client once output
-    backs up in the transport, and goes on waiting until the client has acknowledged all of
-    it: what the kernel still holds counts as not yet taken (a send buffer of megabytes would
-    otherwise hide a client that reads nothing for minutes). `written` is what the connection
-    has handed the transport so far. Returns the meter to keep and whether the client is too
-    slow."""
+    """The output side of a connection's check. The server waits on the client while output
+    it has written is not yet sent: held in the transport, or unsent in the kernel (a client
+    that reads nothing shuts its TCP window, and a send buffer of megabytes would otherwise
+    hide it for minutes). Bytes merely in flight are not waiting. Progress is what the client
+    has acknowledged: `written` (what the connection has handed the transport) less what the
+    transport and the kernel still hold. Returns the meter to keep and whether the client is
+    too slow."""
     buffered = transport.get_write_buffer_size()
     if not buffered and meter is None:
         return None, False
-    buffered += _kernel_queued(transport)
-    if not buffered:
+    unsent, queued = _kernel_queues(transport)
+    if not buffered and not unsent:
         return None, False  # caught up: the next backlog starts a new span
-    sent = written - buffered
+    sent = written - buffered - queued
     if meter is None:
         return RateMeter(None, sent), False
     return meter, meter.too_slow(sent, seconds, rates.response, rates.grace)
 
 
-def _kernel_queued(transport: asyncio.BaseTransport) -> int:
-    """Bytes in the socket's send queue not yet acknowledged by the peer (SIOCOUTQ); 0 where
-    the transport has no socket of its own or the platform cannot tell."""
+def _kernel_queues(transport: asyncio.BaseTransport) -> tuple[int, int]:
+    """The TCP socket's unsent bytes (SIOCOUTQNSD) and its unsent plus unacknowledged bytes
+    (SIOCOUTQ); (0, 0) where the transport has no TCP socket of its own (a Unix socket's
+    queue is counted in buffer memory, not bytes) or the platform cannot tell."""
     sock = transport.get_extra_info("socket")
-    if sock is None:
-        return 0
+    if sock is None or sock.family not in _TCP_FAMILIES:
+        return 0, 0
     try:
-        answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, _INT_ZERO)
+        fileno = sock.fileno()
+        unsent = _INT.unpack(fcntl.ioctl(fileno, _SIOCOUTQNSD, _INT_ZERO))[0]
+        queued = _INT.unpack(fcntl.ioctl(fileno, termios.TIOCOUTQ, _INT_ZERO))[0]
     except (OSError, ValueError):
-        return 0
-    return int(_INT.unpack(answer)[0])
+        return 0, 0
+    return int(unsent), int(queued)
 
 
 def drop(transport: asyncio.WriteTransport) -> None:

@@ -689,6 +689,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         if self._expect_pending:
             self._expect_pending = False
             if not self._closing:
+                self.bytes_out += len(CONTINUE)
                 self.transport.write(CONTINUE)
 
     def pause_reading(self) -> None:
@@ -851,12 +852,14 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
     def check_rates(self, seconds: float) -> None:
         """The heartbeat's check of the minimum data rates (protocols/data_rate.py). The body
         of the request being parsed is waited for unless reading is paused (the app is behind,
-        or a pipelined request waits its turn) or the client waits for its 100 Continue."""
-        if self._closing:
+        or a pipelined request waits its turn) or the client waits for its 100 Continue.
+        Output is checked until the connection is gone: a closing connection still holds its
+        client's unread response."""
+        if self._lost:
             return
         rates = self.settings.rates
         cycle = self._parsing
-        if cycle is None or not rates.request_body:
+        if cycle is None or not rates.request_body or self._closing:
             self._body_meter = None
         elif not self._read_paused and not (self._expect_pending and cycle is self._active):
             meter = self._body_meter
@@ -953,7 +956,8 @@ def _split_target(url: bytes, method: str) -> tuple[bytes, bytes, bytes | None]:
     except httptools.HttpParserInvalidURLError:
         raise BadRequest("invalid request target") from None
     host = parsed.host
-    if parsed.schema not in _SCHEMES or not host:
+    if (parsed.schema or b"").lower() not in _SCHEMES or not host or parsed.userinfo:
+        # RFC 9110 4.2.4: userinfo in an http(s) URI is an error.
         raise BadRequest("invalid request target")
     if b":" in host:
         host = b"[" + host + b"]"  # an IPv6 literal

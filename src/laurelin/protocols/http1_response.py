@@ -67,10 +67,7 @@ class ResponseWriter:
         self._resp_remaining: int | None = None
         self._resp_keep_alive = True
         self._resp_bytes = 0
-        # Body bytes written on this connection (protocols/data_rate.py): heads and chunk
-        # framing are left out, which undercounts only a client that leaves many small
-        # responses unread.
-        self.bytes_out = 0
+        self.bytes_out = 0  # bytes written on this connection (protocols/data_rate.py)
         self._expect_pending = False
         self._pending: list[bytes] = []
         self._pending_size = 0
@@ -117,7 +114,9 @@ class ResponseWriter:
         if status < 200:
             # An informational response (103 Early Hints): written now; the final one follows.
             parts.append(b"\r\n")
-            self.transport.write(b"".join(parts))
+            informational = b"".join(parts)
+            self.bytes_out += len(informational)
+            self.transport.write(informational)
             return
         scope = active.scope
         self._expect_pending = False  # answered without reading: no 100 Continue any more
@@ -160,7 +159,6 @@ class ResponseWriter:
         elif not more_body and self._resp_remaining:
             self._check_length(data, more_body)
         self._resp_bytes += len(data)
-        self.bytes_out += len(data)
         if not more_body:
             if self._pending:
                 self._flush()
@@ -195,6 +193,7 @@ class ResponseWriter:
             if queued:
                 self._write_parts(queued, data)
             else:
+                self.bytes_out += len(data)
                 self.transport.write(data)
         else:
             self._pending.append(data)
@@ -213,6 +212,7 @@ class ResponseWriter:
         self._flush_scheduled = False
         data = self._take_pending()
         if data and not self._closing:
+            self.bytes_out += len(data)
             self.transport.write(data)
 
     def _write_first(self, head: list[bytes], data: bytes, more_body: bool) -> None:
@@ -252,7 +252,9 @@ class ResponseWriter:
                 self._write_parts(b"".join(head), data)
             else:
                 head.append(data)
-                self.transport.write(b"".join(head))
+                response = b"".join(head)
+                self.bytes_out += len(response)
+                self.transport.write(response)
             return
         self._out(b"".join(head))
         if self._resp_chunked:
@@ -271,6 +273,7 @@ class ResponseWriter:
 
     def _write_parts(self, *parts: bytes) -> None:
         """Several buffers in one go, without copying them into one."""
+        self.bytes_out += sum([len(part) for part in parts])
         if self.settings.writelines_pauses:
             self.transport.writelines(parts)
         else:
@@ -309,7 +312,9 @@ class ResponseWriter:
         parts.append(b"connection: close\r\n\r\n")
         if not self._answering_head():
             parts.append(body)  # RFC 9110 9.3.2: never a body in answer to HEAD
-        self.transport.write(b"".join(parts))
+        page = b"".join(parts)
+        self.bytes_out += len(page)
+        self.transport.write(page)
         self._close(linger=True)
 
     def _answering_head(self) -> bool:

@@ -714,7 +714,7 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
 
     def shutdown(self) -> None:
         """Graceful shutdown (RFC 9113 6.8): first a GOAWAY announcing the largest stream id,
-        with a PING; one round trip later (its ACK, or --drain_idle_grace at most) the GOAWAY
+        with a PING; one round trip later (its ACK, or the drain grace at most) the GOAWAY
         with the real last stream id. Streams the client opened before it saw the first are
         served instead of refused; in-flight streams finish; then the connection closes."""
         if self._closing or self._draining or self._announced:

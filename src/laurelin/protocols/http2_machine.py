@@ -83,7 +83,9 @@ class H2Machine(H2Connection):
 
     # h2 remembers how each closed stream closed, to tell a frame still in flight for it from
     # a protocol error; 2**16 of them per connection cost megabytes on a connection that
-    # opens many streams. A frame for a stream forgotten since only gets that stream reset.
+    # opens many streams. A DATA, WINDOW_UPDATE or RST_STREAM frame for a stream forgotten
+    # since gets that stream reset; HEADERS (trailers) for one is a connection error, which
+    # takes a client sending them more than 1,024 stream closures late.
     MAX_CLOSED_STREAMS = 1024
 
     def __init__(self, max_header_list_size: int) -> None:
