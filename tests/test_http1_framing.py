@@ -266,6 +266,16 @@ class TestHead:
             assert response.header("content-length") is not None
             assert client.wait_closed() == b""
 
+    def test_error_page_after_a_head_keeps_its_body(self, server: ServerProcess) -> None:
+        """A request refused for its method, after a HEAD on the same connection, is not
+        answered as if it were that HEAD: its error page has its body."""
+        with RawClient(server.port) as client:
+            assert client.request(build("HEAD", "/"), method="HEAD").status == 200
+            client.send(b"G\x01T / HTTP/1.1\r\nHost: a\r\n\r\n")
+            response = client.read_response()
+        assert response.status == 400
+        assert response.body and len(response.body) == int(response.header("content-length") or 0)
+
     def test_head_same_headers_as_get(self, server: ServerProcess) -> None:
         with RawClient(server.port) as client:
             get = client.request(build("GET", "/"))

@@ -141,6 +141,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         "_in_head",
         "_intermediary",
         "_lost",
+        "_method_known",
         "_out_meter",
         "_parser",
         "_parsing",
@@ -182,6 +183,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         self._deferred_headers: list[tuple[bytes, bytes]] = []
         self._chunk_meta = 0  # chunk framing bytes of the request being read (_feed)
         self.body_received = 0
+        self._method_known = False  # see _answering_head
         self._ws: _PendingUpgrade | None = None
         self._h2c: H2Upgrade | None = None
         # The framing of an upgrade request's body still to be read, and whether the head
@@ -359,6 +361,8 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
                 error_logger.exception("Error parsing request", exc_info=cause)
                 self._refuse(400)
         else:
+            # Past its method the request's method is llhttp's; before it, the last one's.
+            self._method_known = not isinstance(exc, httptools.HttpParserInvalidMethodError)
             reason = str(exc)
             self._refuse(505 if "HTTP version" in reason else 400, reason)
 
@@ -382,6 +386,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         """Reset the per-request parse state (from on_url: llhttp calls it first for every
         request, which saves the extra on_message_begin callback)."""
         self._in_head = True
+        self._method_known = True
         self._head_reads = 0
         self._raw_head = 0
         self._url = b""
@@ -662,6 +667,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             return  # llhttp skipped the body of an upgrade request: see on_headers_complete
         cycle = self._parsing
         self._parsing = None
+        self._method_known = False  # llhttp still holds this request's method
         if cycle is not None:
             cycle.feed_eof()
 
@@ -798,8 +804,11 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         self._write_error(status, headers)
 
     def _answering_head(self) -> bool:
-        """Whether the request a server error page answers is a HEAD (llhttp knows the method
-        of the request it stopped in once its request line is in)."""
+        """Whether the request a server error page answers is a HEAD. llhttp holds the method
+        of the request it stopped in once it is past that method; before, the previous
+        request's (so a request that has not got that far is not taken for a HEAD)."""
+        if not self._method_known:
+            return False
         try:
             return bool(self._parser.get_method() == b"HEAD")
         except Exception:  # no method parsed yet
