@@ -656,8 +656,8 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
     def check_rates(self, seconds: float) -> None:
         """The heartbeat's check of the minimum data rates (protocols/data_rate.py): each
         request body is waited for while the client may send (the app is not behind, the
-        windows are open) and is not waiting for a 100 Continue; output, while the transport
-        holds some."""
+        windows are open) and is not waiting for a 100 Continue; output, while some of it is
+        not sent yet."""
         if self._closing:
             return
         rates = self.settings.rates
