@@ -10,6 +10,7 @@
 # run against a server demanding 1 MB/s, where blaming the client would fail at once).
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import select
 import socket
@@ -89,6 +90,16 @@ def assert_served_promptly(server: ServerProcess) -> None:
     assert time.monotonic() - started < 2.0
 
 
+@contextlib.contextmanager
+def under_attack(server: ServerProcess) -> Iterator[None]:
+    """Sample the server's RSS over the block; then its growth is bounded and a fresh client
+    is served promptly."""
+    with PeakRSS(server) as rss:
+        yield
+    assert rss.growth < RSS_BOUND_KIB, f"RSS grew by {rss.growth} KiB"
+    assert_served_promptly(server)
+
+
 def trickle(client: RawClient, data: bytes, interval: float, limit: float) -> tuple[bytes, float]:
     """Send `data` a byte every `interval` seconds until the server answers or closes (or
     `limit` seconds pass); returns what came back and when, in seconds from the start."""
@@ -161,21 +172,21 @@ def test_rudy_body_trickle_gets_408(server: ServerProcess, framing: str) -> None
     """R.U.D.Y. ("R U Dead Yet?", 2010): a body sent a byte every 0.5 s resets any timeout
     between reads. Below --min-request-body-rate (240 B/s) once --data-rate-grace is over,
     the request gets 408 and is closed; the app is told the client is gone."""
-    tag = f"rudy-{framing}"
-    if framing == "chunked":
-        head = build("POST", f"/sha256?tag={tag}", [("Transfer-Encoding", "chunked")])
-        body = b"".join(b"1\r\n%c\r\n" % b for b in b"x" * 200)
-    else:
-        head = build("POST", f"/sha256?tag={tag}", [("Content-Length", "1000")])
-        body = b"x" * 1000
-    with RawClient(server.port) as client:
-        client.send(head)
-        answer, elapsed = trickle(client, body, 0.5, limit=GRACE + 6)
-    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
-    assert b"connection: close" in answer.lower()
-    assert GRACE <= elapsed < GRACE + 4, elapsed
-    assert any(e.startswith("disconnect:") for e in events(server, tag, "disconnect"))
-    assert_served_promptly(server)
+    with under_attack(server):
+        tag = f"rudy-{framing}"
+        if framing == "chunked":
+            head = build("POST", f"/sha256?tag={tag}", [("Transfer-Encoding", "chunked")])
+            body = b"".join(b"1\r\n%c\r\n" % b for b in b"x" * 200)
+        else:
+            head = build("POST", f"/sha256?tag={tag}", [("Content-Length", "1000")])
+            body = b"x" * 1000
+        with RawClient(server.port) as client:
+            client.send(head)
+            answer, elapsed = trickle(client, body, 0.5, limit=GRACE + 6)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b"connection: close" in answer.lower()
+        assert GRACE <= elapsed < GRACE + 4, elapsed
+        assert any(e.startswith("disconnect:") for e in events(server, tag, "disconnect"))
 
 
 def test_rudy_many_clients_bounded(server: ServerProcess) -> None:
@@ -283,11 +294,12 @@ def test_minimum_rates_off(lenient: ServerProcess) -> None:
 def test_idle_keep_alive_closed(server: ServerProcess) -> None:
     """An idle keep-alive connection holds a slot for nothing: closed after
     --timeout-keep-alive (2 s here; RFC 9112 9.5 lets a server close idle connections)."""
-    with RawClient(server.port) as client:
-        assert client.request(build("GET", "/")).status == 200
-        started = time.monotonic()
-        assert client.wait_closed(timeout=8) == b""
-    assert 1.5 < time.monotonic() - started < 5
+    with under_attack(server):
+        with RawClient(server.port) as client:
+            assert client.request(build("GET", "/")).status == 200
+            started = time.monotonic()
+            assert client.wait_closed(timeout=8) == b""
+        assert 1.5 < time.monotonic() - started < 5
 
 
 def test_response_reader_that_never_reads_is_dropped(server: ServerProcess) -> None:
@@ -315,16 +327,16 @@ def test_whole_response_never_read_is_dropped(server: ServerProcess, connection:
     closing (Connection: close, or idle past --timeout-keep-alive) with the response still
     unread in its buffers. It still holds a slot and the memory: once the client has taken
     less than --min-response-data-rate for the grace period, it is reset."""
-    size = 8 << 20
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_RCVBUF)
-    sock.connect(("127.0.0.1", server.port))
-    target = f"/cl?declared={size}&parts={size}"
-    sock.sendall(build("GET", target, [("Connection", connection)]))
-    time.sleep(GRACE + 4)
-    assert drained_until_closed(sock, timeout=5) < size
-    sock.close()
-    assert_served_promptly(server)
+    with under_attack(server):
+        size = 8 << 20
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_RCVBUF)
+        sock.connect(("127.0.0.1", server.port))
+        target = f"/cl?declared={size}&parts={size}"
+        sock.sendall(build("GET", target, [("Connection", connection)]))
+        time.sleep(GRACE + 4)
+        assert drained_until_closed(sock, timeout=5) < size
+        sock.close()
 
 
 def test_response_reader_above_the_minimum_is_kept(server: ServerProcess) -> None:
@@ -365,40 +377,42 @@ def test_http2_zero_window_stream_reset(server: ServerProcess) -> None:
     """An HTTP/2 client that sets its stream window to 0 and never opens it (the slow-read
     attack of CVE-2019-9517's family) has the stream reset after --h2-flow-control-timeout
     (3 s here); the connection and other clients are unaffected."""
-    settings = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0}
-    with H2Client(server.port, settings=settings, auto_window=False) as client:
-        stream_id = client.request(f"/bigstream?tag=h2zero&total={10 << 20}")
-        started = time.monotonic()
-        assert_served_promptly(server)
-        client.pump(lambda: client.streams[stream_id].done, what="the stalled stream's reset")
-        assert client.streams[stream_id].reset is not None
-        assert 2.5 < time.monotonic() - started < 8
-        assert client.get("/").status == 200
+    with under_attack(server):
+        settings = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0}
+        with H2Client(server.port, settings=settings, auto_window=False) as client:
+            stream_id = client.request(f"/bigstream?tag=h2zero&total={10 << 20}")
+            started = time.monotonic()
+            assert_served_promptly(server)
+            client.pump(lambda: client.streams[stream_id].done, what="the stalled stream's reset")
+            assert client.streams[stream_id].reset is not None
+            assert 2.5 < time.monotonic() - started < 8
+            assert client.get("/").status == 200
 
 
 def test_http2_body_trickle_gets_408(server: ServerProcess) -> None:
     """R.U.D.Y. over HTTP/2: one DATA frame of a byte every 0.5 s on a stream. The stream
     gets 408, then RST_STREAM(NO_ERROR) to stop the rest (RFC 9113 8.1); the connection
     stays usable."""
-    tag = "h2rudy"
-    with H2Client(server.port) as client:
-        stream_id = client.request(
-            f"/sha256?tag={tag}",
-            method="POST",
-            headers=[("content-length", "1000")],
-            end_stream=False,
-        )
-        started = time.monotonic()
-        while not client.streams[stream_id].done and time.monotonic() - started < GRACE + 6:
-            client.send_body(stream_id, b"x", end_stream=False)
-            pause = time.monotonic() + 0.5
-            while not client.streams[stream_id].done and time.monotonic() < pause:
-                client._read_once(pause)
-        result = client.streams[stream_id]
-        assert result.status == 408
-        assert GRACE <= time.monotonic() - started < GRACE + 4
-        assert client.get("/").status == 200
-    assert any(e.startswith("disconnect:") for e in events(server, tag, "disconnect"))
+    with under_attack(server):
+        tag = "h2rudy"
+        with H2Client(server.port) as client:
+            stream_id = client.request(
+                f"/sha256?tag={tag}",
+                method="POST",
+                headers=[("content-length", "1000")],
+                end_stream=False,
+            )
+            started = time.monotonic()
+            while not client.streams[stream_id].done and time.monotonic() - started < GRACE + 6:
+                client.send_body(stream_id, b"x", end_stream=False)
+                pause = time.monotonic() + 0.5
+                while not client.streams[stream_id].done and time.monotonic() < pause:
+                    client._read_once(pause)
+            result = client.streams[stream_id]
+            assert result.status == 408
+            assert GRACE <= time.monotonic() - started < GRACE + 4
+            assert client.get("/").status == 200
+        assert any(e.startswith("disconnect:") for e in events(server, tag, "disconnect"))
 
 
 def test_http2_reader_that_never_reads_is_dropped(server: ServerProcess) -> None:
