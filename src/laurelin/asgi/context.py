@@ -100,9 +100,13 @@ class PeerInfo:
         return cls(client, server, tls, proxy_trusted, root_path_trusted, extensions)
 
     def who(self) -> str:
-        """The client as log lines name it: `host:port`, or "unix socket"."""
-        client = self.client
-        return f"{client[0]}:{client[1]}" if client else "unix socket"
+        """The client as log lines name it (see `describe_client`)."""
+        return describe_client(self.client)
+
+
+def describe_client(client: tuple[str, int] | None) -> str:
+    """A scope's `client` as log lines name it: `host:port`, or "unix socket"."""
+    return f"{client[0]}:{client[1]}" if client else "unix socket"
 
 
 def _as_address(name: Any) -> tuple[str, int] | None:

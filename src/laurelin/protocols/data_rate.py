@@ -112,9 +112,10 @@ def _kernel_queues(transport: asyncio.BaseTransport) -> tuple[int, int]:
     return int(unsent), int(queued)
 
 
-def drop(transport: asyncio.WriteTransport) -> None:
-    """Drop a client that is too slow: a reset, so that the kernel discards what it still
-    holds for the client instead of trickling it out to a reader that barely reads."""
+def reset_connection(transport: asyncio.WriteTransport) -> None:
+    """Close with a TCP reset (SO_LINGER 0): the kernel discards what it still holds for the
+    client, and a truncated response never reads as complete. How a client too slow for the
+    minimum rates is dropped, and how HTTP/1.1 aborts a response."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):

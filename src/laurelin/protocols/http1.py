@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
-import socket
-import struct
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
@@ -39,7 +36,7 @@ from laurelin.asgi.scope import (
 )
 from laurelin.asgi.websocket import WebSocketCycle
 from laurelin.logs import error_logger, log_access
-from laurelin.protocols.data_rate import RateMeter, output_meter
+from laurelin.protocols.data_rate import RateMeter, output_meter, reset_connection
 from laurelin.protocols.http1_encoding import CONTINUE
 from laurelin.protocols.http1_response import ResponseWriter, default_lines
 from laurelin.protocols.http2 import PREFACE, H2Upgrade, HTTP2Connection, HTTP2TLSConnection
@@ -72,8 +69,6 @@ WS_EARLY_LIMIT = 65536
 LINGER_SECONDS = 2.0
 
 _IDLE, _HEAD, _KEEPALIVE = 0, 1, 2
-# SO_LINGER on with a zero timeout: close() sends RST instead of FIN.
-_LINGER_RESET = struct.pack("ii", 1, 0)
 _UNDERSCORE = ord("_")
 _NEL = 0x85
 _SLASH = ord("/")
@@ -766,11 +761,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             self._flush()  # what the app did send goes out first, then the reset
         self._closing = True
         self._active = None
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-        self.transport.abort()
+        reset_connection(self.transport)
 
     # -- errors, timers and closing ----------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from laurelin.asgi.http import EARLY_HINT, TRAILERS, HTTPCycle
 from laurelin.asgi.scope import KNOWN_METHODS, BadRequest, build_http_scope, websocket_scope
 from laurelin.asgi.websocket import WebSocketCycle
 from laurelin.logs import error_logger
-from laurelin.protocols.data_rate import RateMeter, drop, output_meter
+from laurelin.protocols.data_rate import RateMeter, output_meter, reset_connection
 from laurelin.protocols.http2_headers import Malformed, RequestHead, parse_request
 from laurelin.protocols.http2_limits import (
     BUDGET_WINDOW,
@@ -702,7 +702,7 @@ class HTTP2Connection(StreamOutput, asyncio.BaseProtocol):
                     "Client %s reads below --min-response-data-rate: dropped", self.peer.who()
                 )
                 self._closing = True
-                drop(self.transport)
+                reset_connection(self.transport)
 
     def _window_open(self, stream_id: int) -> bool:
         """Whether the client may send on `stream_id` now: its window and the connection's

@@ -23,9 +23,10 @@ try:
 except ImportError:  # the C speedups are missing on this platform
     from websockets.utils import apply_mask
 
+from laurelin.asgi.context import describe_client
 from laurelin.asgi.websocket import ABNORMAL_CLOSURE, INTERNAL_ERROR, WebSocketCycle
 from laurelin.logs import error_logger
-from laurelin.protocols.data_rate import RateMeter, drop, output_meter
+from laurelin.protocols.data_rate import RateMeter, output_meter, reset_connection
 from laurelin.protocols.tls_reads import TLSReads
 from laurelin.protocols.write_flow import WriteFlow
 
@@ -456,13 +457,12 @@ class WebSocketConnection(WriteFlow, asyncio.BaseProtocol):
             self._out_meter, self.transport, self.bytes_out, seconds, rates
         )
         if slow:
-            peer = self.cycle.scope.get("client")
             error_logger.info(
                 "WebSocket client %s reads below --min-response-data-rate: dropped",
-                f"{peer[0]}:{peer[1]}" if peer else "unix socket",
+                describe_client(self.cycle.scope.get("client")),
             )
             self._closing = True
-            drop(self.transport)
+            reset_connection(self.transport)
 
     def _write_out(self) -> None:
         out = self._framing.data_to_send()
