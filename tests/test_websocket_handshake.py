@@ -254,6 +254,13 @@ def test_subprotocols_from_several_header_lines_in_order(server: ServerProcess) 
     assert scope["subprotocols"] == ["a", "b", "c"]
 
 
+def test_only_token_subprotocols_are_offered(server: ServerProcess) -> None:
+    """RFC 6455 4.1: each subprotocol is a token. "a b" is not one, so the app is never
+    offered a value it could not accept (found by the fuzzer)."""
+    headers = [("Sec-WebSocket-Protocol", "a b, chat, x/y")]
+    assert scope_of(server, "/scope", headers=headers)["subprotocols"] == ["chat"]
+
+
 def test_no_subprotocols_is_an_empty_list(server: ServerProcess) -> None:
     assert scope_of(server, "/scope")["subprotocols"] == []
 

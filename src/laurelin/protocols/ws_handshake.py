@@ -22,6 +22,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
+from laurelin.asgi.http import TOKEN
 from laurelin.asgi.scope import BadRequest
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -87,13 +88,15 @@ def check_upgrade(method: str, http_version: str, headers: list[tuple[bytes, byt
 
 
 def offered_subprotocols(headers: list[tuple[bytes, bytes]]) -> list[str]:
-    """The subprotocols in Sec-WebSocket-Protocol, in the client's order."""
+    """The subprotocols in Sec-WebSocket-Protocol, in the client's order. Only tokens are
+    offered (RFC 6455 4.1): an app could not accept anything else."""
     offered: list[str] = []
     for name, value in headers:
         if name == b"sec-websocket-protocol":
-            offered.extend(
-                token.strip() for token in value.decode("latin-1").split(",") if token.strip()
-            )
+            for item in value.split(b","):
+                token = item.strip()
+                if TOKEN.fullmatch(token):
+                    offered.append(token.decode("ascii"))
     return offered
 
 
