@@ -22,7 +22,11 @@ APP = "ws_app:app"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    with serve(APP) as proc:
+    # The minimum output rate is off: a client here stops reading on purpose for as long as
+    # its sends take, which on a loaded machine can pass --data-rate-grace, and what is
+    # tested is that the server stops reading meanwhile, not that it drops such a client
+    # (tests/security/test_attack_slow_clients.py covers that).
+    with serve(APP, "--min-response-data-rate", "0") as proc:
         yield proc
 
 

@@ -591,8 +591,10 @@ def test_reset_flood(run_server: Callable[..., ServerProcess]) -> None:
     RST_STREAM frames must not queue without bound, nor the server keep anything per reset
     stream for the connection's lifetime: RSS stays bounded however many streams were reset.
     (--timeout-keep-alive 60 keeps the connections from being closed while idle, as a client
-    sending one more stream now and then would.)"""
-    server = run_server(APP, "--timeout-keep-alive", "60")
+    sending one more stream now and then would; --min-response-data-rate 0 keeps them from
+    being dropped as slow readers when the sends take longer than --data-rate-grace on a
+    loaded machine, which would end the test before the budget is what stops them.)"""
+    server = run_server(APP, "--timeout-keep-alive", "60", "--min-response-data-rate", "0")
     block = b"\x82\x86\x84\x01\x09127.0.0.1\x00\x04X-Up\x011"  # GET / plus "X-Up: 1"
     count = 20000
     frames = b"".join(
