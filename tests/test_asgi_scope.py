@@ -98,6 +98,32 @@ def test_http_10_request(server: ServerProcess) -> None:
     assert scope["query_string"] == "v=10"
 
 
+@pytest.mark.parametrize(
+    ("version", "field", "kept_alive"),
+    [
+        (b"1.0", b"", False),
+        (b"1.0", b"Connection: keep-alive\r\n", True),
+        (b"1.0", b"Proxy-Connection: keep-alive\r\n", True),
+        (b"1.1", b"", True),
+        (b"1.1", b"Connection: close\r\n", False),
+        (b"1.1", b"Proxy-Connection: close\r\n", False),
+    ],
+)
+def test_http_version_whatever_the_connection_fields(
+    server: ServerProcess, version: bytes, field: bytes, kept_alive: bool
+) -> None:
+    """The scope's http_version is the request line's, whether the Connection (or the
+    Proxy-Connection) field keeps the connection alive or not; on a kept-alive connection,
+    for every request."""
+    head = b"GET /scope HTTP/" + version + b"\r\nHost: t\r\n" + field + b"\r\n"
+    with connect(server.port) as sock:
+        for _ in range(2 if kept_alive else 1):
+            sock.sendall(head)
+            response = read_response(sock)
+            assert response.status == 200, response.raw
+            assert json.loads(response.body)["http_version"] == version.decode()
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
 def test_method(server: ServerProcess, method: str) -> None:
     response = httpx.request(method, server.url + "/scope", content=b"body", timeout=10)

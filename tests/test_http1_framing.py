@@ -400,3 +400,45 @@ class TestResponseHeaderValidation:
         assert b"EVIL" not in after.upper()
         assert events(server, tag, "raised") == ["raised:RuntimeError"]
         still_serving(server)
+
+
+class TestRepeatedResponseHeaders:
+    """Apps send the same header pairs with every response, and the server encodes each pair
+    once (protocols/http1_response.py, header_line): the second and later responses carrying
+    a pair must be framed exactly as the first was."""
+
+    def test_same_pairs_on_one_connection(self, server: ServerProcess) -> None:
+        with RawClient(server.port) as client:
+            for _ in range(3):
+                plain = client.request(build("GET", "/status?code=200&h=X-Mixed-Case:one&body=ab"))
+                assert plain.header("x-mixed-case") == "one"
+                assert plain.header("content-length") == "2"
+                declared = client.request(
+                    build("GET", "/status?code=200&h=Content-Length:3&body=abc")
+                )
+                assert (declared.header("content-length"), declared.body) == ("3", b"abc")
+                empty = client.request(build("GET", "/status?code=204&h=Content-Length:0"))
+                assert empty.status == 204
+                assert empty.header("content-length") is None
+                ours = client.request(
+                    build("GET", "/status?code=200&h=Transfer-Encoding:gzip&stream=1&body=x")
+                )
+                assert ours.header("transfer-encoding") == "chunked"
+                assert ours.body == b"xx"
+
+    def test_connection_close_every_time(self, server: ServerProcess) -> None:
+        for _ in range(3):
+            with RawClient(server.port) as client:
+                response = client.request(build("GET", "/close"))
+                assert (response.status, response.header("connection")) == (200, "close")
+                assert client.wait_closed() == b""
+
+    def test_a_bad_value_under_a_name_seen_before(self, server: ServerProcess) -> None:
+        """A pair is remembered only once it passed; the same name with a bad value is refused."""
+        ok = exchange(server.port, build("GET", "/status?code=200&h=X-Evil:fine"))
+        assert ok.header("x-evil") == "fine"
+        tag = uuid.uuid4().hex
+        refused = exchange(server.port, build("GET", f"/badheader?kind=cr&tag={tag}"))
+        assert refused.status == 500
+        assert b"EVIL" not in refused.raw.upper()
+        assert events(server, tag, "raised") == ["raised:RuntimeError"]

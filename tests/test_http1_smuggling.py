@@ -356,6 +356,14 @@ class TestVersion:
     def test_http3_request_line(self, server: ServerProcess) -> None:
         assert_refused(server, get(b"GET / HTTP/3.0"), statuses=(505,))
 
+    @pytest.mark.parametrize("field", [b"Connection: keep-alive", b"Proxy-Connection: keep-alive"])
+    def test_http2_request_line_asking_keep_alive(
+        self, server: ServerProcess, field: bytes
+    ) -> None:
+        """llhttp keeps an HTTP/2.0 request line alive when a Connection field asks it to: the
+        version must still be read (and refused), not taken for 1.1 from the keep-alive."""
+        assert_refused(server, get(b"GET / HTTP/2.0", b"Host: x\r\n" + field + b"\r\n"), (505,))
+
     def test_http10_and_11_served(self, server: ServerProcess) -> None:
         assert exchange(server.port, get(b"GET / HTTP/1.0")).status == 200
         assert exchange(server.port, get(b"GET / HTTP/1.1")).status == 200
@@ -375,6 +383,17 @@ class TestHost:
     )
     def test_bad_host(self, server: ServerProcess, headers: bytes) -> None:
         assert_refused(server, get(headers=headers))
+
+    def test_a_valid_host_does_not_vouch_for_the_next(self, server: ServerProcess) -> None:
+        """The Host value checked last on a connection is not checked again (clients repeat
+        it with every request); another value on the same connection still is."""
+        with RawClient(server.port) as client:
+            client.try_send(get() + get(headers=b"Host: x\r\n") + get(headers=b"Host: a b\r\n"))
+            assert client.read_response().status == 200
+            assert client.read_response().status == 200
+            refused = client.read_response()
+            assert refused.status == 400, refused.raw
+            assert client.wait_closed() == b""
 
 
 def test_http10_without_host_is_fine(server: ServerProcess) -> None:

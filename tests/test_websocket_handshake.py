@@ -237,7 +237,8 @@ def test_scope_has_every_spec_key(server: ServerProcess) -> None:
     assert scope["client"] == ["127.0.0.1", local_port]
     assert scope["server"] == ["127.0.0.1", server.port]
     assert scope["subprotocols"] == ["one", "two"]
-    assert scope["extensions"]["websocket.http.response"] == {}
+    # The denial-response extension, and none of an HTTP response's (no early hints).
+    assert scope["extensions"] == {"websocket.http.response": {}}
     assert "method" not in scope
     assert scope["state"] == {"from_lifespan": "yes"}
     headers = [tuple(pair) for pair in scope["headers"]]

@@ -50,9 +50,11 @@ class HTTPSink(Protocol):
 
     write_paused: bool
 
-    def start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        """Take the status and validated headers (names lower-cased); may hold them until the
-        first body part."""
+    def start_response(self, status: int, headers: Iterable[Any]) -> None:
+        """Take the status and the headers as the app sent them, which the sink validates
+        (`check_response_headers`, or an equivalent that also encodes them) before anything
+        changes: an invalid header raises RuntimeError with nothing started. May hold them
+        until the first body part."""
 
     def write_body(self, data: bytes, more_body: bool) -> None:
         """Frame and write body bytes; `more_body=False` completes the response."""
@@ -92,23 +94,28 @@ def check_response_headers(headers: Iterable[Any]) -> list[tuple[bytes, bytes]]:
     Raises:
         RuntimeError: a name that is not a token, a value with CR, LF or NUL, or non-bytes.
     """
-    checked = []
-    cache = _NAME_CACHE
-    for item in headers:
-        try:
-            name, value = item
-        except (TypeError, ValueError):
-            raise RuntimeError(f"Response header {item!r} is not a (name, value) pair") from None
-        lname = cache.get(name) if type(name) is bytes else None
-        if lname is None:
-            lname = _check_name(name, item)
-        if type(value) is not bytes:
-            value = _as_bytes(value, item)
-        # Int membership is a plain memchr; see protocols/http1.py on why not b"\r" in value.
-        if _CR in value or _LF in value or _NUL in value:
-            raise RuntimeError(f"Response header {lname!r} has CR, LF or NUL in its value")
-        checked.append((lname, value))
-    return checked
+    return [check_header(item) for item in headers]
+
+
+def check_header(item: Any) -> tuple[bytes, bytes]:
+    """Validate one response header of the app's; return it as (lower-cased name, value).
+
+    Raises:
+        RuntimeError: see `check_response_headers`.
+    """
+    try:
+        name, value = item
+    except (TypeError, ValueError):
+        raise RuntimeError(f"Response header {item!r} is not a (name, value) pair") from None
+    lname = _NAME_CACHE.get(name) if type(name) is bytes else None
+    if lname is None:
+        lname = _check_name(name, item)
+    if type(value) is not bytes:
+        value = _as_bytes(value, item)
+    # Int membership is a plain memchr; see protocols/http1.py on why not b"\r" in value.
+    if _CR in value or _LF in value or _NUL in value:
+        raise RuntimeError(f"Response header {lname!r} has CR, LF or NUL in its value")
+    return lname, value
 
 
 def _as_bytes(value: Any, item: Any) -> bytes:
@@ -307,12 +314,11 @@ class HTTPCycle:
                     f"'http.response.start' needs an int status in 100-599 (not 101), "
                     f"got {status!r}"
                 )
-            headers = check_response_headers(message.get("headers", ()))
+            # The sink validates the headers (and may refuse the head, e.g. for an invalid
+            # Content-Length): then nothing has started, and the app's failure gets a 500.
+            self.sink.start_response(status, message.get("headers", ()))
             if message.get("trailers") and TRAILERS in self.scope["extensions"]:
                 self._trailer_fields = []
-            # The wire may still refuse the head (an invalid Content-Length): then nothing has
-            # started, and the app's failure gets a 500.
-            self.sink.start_response(status, headers)
             self._state = _STARTED
             self.status = status
             return

@@ -119,6 +119,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         "_body_only",
         "_chunk_meta",
         "_closing",
+        "_connection_field",
         "_cycles",
         "_deadline",
         "_deadline_kind",
@@ -127,11 +128,13 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         "_drain_waiters",
         "_dropped_headers",
         "_expect_continue",
+        "_ext_http11",
         "_feed_size",
         "_fresh",
         "_h2c",
         "_head_reads",
         "_headers",
+        "_host_checked",
         "_hosts",
         "_in_head",
         "_intermediary",
@@ -141,6 +144,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         "_parser",
         "_parsing",
         "_pipeline",
+        "_rare",
         "_raw_head",
         "_raw_preface",
         "_read_paused",
@@ -168,8 +172,11 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         self.loop = settings.ctx.loop
         # transport and peer are set by connection_made, before anything reads them.
         self._parser = httptools.HttpRequestParser(self)
-        # The per-request parse state is set by _begin_message before anything reads it.
+        # The per-request parse state is set by _begin_message before anything reads it; the
+        # part only unusual headers set is set here once (see _begin_message).
         self._in_head = False
+        self._rare = True
+        self._host_checked = b""
         self._parsing: HTTPCycle | None = None
         self._active: Cycle | None = None
         self._pipeline: deque[tuple[Cycle, bool, bool]] = deque()
@@ -220,6 +227,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             tls is not None,
             extensions,
         )
+        self._ext_http11 = {**extensions, EARLY_HINT: {}}
         if tls is not None and self._fresh:
             ssl_object = transport.get_extra_info("ssl_object")
             alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
@@ -377,32 +385,35 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
 
     # -- httptools callbacks ---------------------------------------------------------------------
 
-    def _begin_message(self) -> None:
+    def _begin_message(self, url: bytes) -> None:
         """Reset the per-request parse state (from on_url: llhttp calls it first for every
-        request, which saves the extra on_message_begin callback)."""
+        request, which saves the extra on_message_begin callback). The state only unusual
+        headers set (_unusual_header) is reset only after a request that set some."""
         self._in_head = True
         self._method_known = True
         self._head_reads = 0
         self._raw_head = 0
-        self._url = b""
+        self._url = url
         self._headers: list[tuple[bytes, bytes]] = []
-        self._dropped_headers = 0
-        self._expect_continue = False
-        self._intermediary = False
         self._hosts = 0
-        self._transfer_encoding = False
-        self._te_trailers = False
-        self._upgrade: bytes | None = None
         self.body_received = 0
         self._chunk_meta = 0
+        if self._rare:
+            self._rare = False
+            self._dropped_headers = 0
+            self._expect_continue = False
+            self._intermediary = False
+            self._transfer_encoding = False
+            self._te_trailers = False
+            self._upgrade: bytes | None = None
+            self._connection_field = False
 
     def on_url(self, url: bytes) -> None:
         if not self._in_head:
-            self._begin_message()
-            self._url = url
+            self._begin_message(url)
         else:
-            self._url += url  # a target split across reads
-        if len(self._url) > self.settings.limit_request_head_size:
+            url = self._url = self._url + url  # a target split across reads
+        if len(url) > self.settings.limit_request_head_size:
             raise _TooLarge(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -411,24 +422,33 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         # Byte membership is tested with ints: `b"_" in name` first tries the operand as an
         # int, fails with a formatted TypeError and retries; that cost more than all the rest.
         name = name.lower()
-        if _UNDERSCORE in name or _NEL in value or name in self.settings.notable_headers:
+        if _UNDERSCORE in name or _NEL in value or name in self.settings.h1_notable_headers:
             self._unusual_header(name, value)
             return
         self._headers.append((name, value))
 
     def _unusual_header(self, name: bytes, value: bytes) -> None:
+        if name == b"host":
+            self._hosts += 1
+            # The Host value checked last on this connection needs no second check (the
+            # pattern refuses \x85 too); clients send the same one with every request.
+            if value != self._host_checked:
+                if HOST_VALUE.fullmatch(value) is None:
+                    raise BadRequest("invalid Host header")
+                self._host_checked = value
+            self._headers.append((name, value))
+            return
+        self._rare = True
         if _NEL in value:
             raise BadRequest("control character in a header value")
         if _UNDERSCORE in name:
             # Daphne (CVE-2015-0219): "_" names could masquerade as "-" ones; drop them.
             self._dropped_headers += 1
             return
-        if name == b"host":
-            self._hosts += 1
-            if HOST_VALUE.fullmatch(value) is None:
-                raise BadRequest("invalid Host header")
-        elif name == b"transfer-encoding":
+        if name == b"transfer-encoding":
             self._transfer_encoding = True
+        elif name == b"connection" or name == b"proxy-connection":
+            self._connection_field = True  # llhttp's keep-alive reads both (on_headers_complete)
         elif name == b"expect":
             if value.lower() == b"100-continue":
                 self._expect_continue = True
@@ -464,9 +484,16 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             self._in_head = False
             return
         parser = self._parser
-        http_version = parser.get_http_version()
-        if http_version != "1.1" and http_version != "1.0":
-            raise BadRequest("HTTP version not supported", 505)
+        keep_alive = parser.should_keep_alive()
+        if keep_alive and not self._connection_field:
+            # llhttp takes only HTTP/0.9, 1.0, 1.1 and 2.0, and keeps alive without a Connection
+            # (or Proxy-Connection) field only 1.1: no need for get_http_version(), which
+            # formats a string each time.
+            http_version = "1.1"
+        else:
+            http_version = parser.get_http_version()
+            if http_version != "1.1" and http_version != "1.0":
+                raise BadRequest("HTTP version not supported", 505)
         if self._hosts != 1 and (self._hosts or http_version == "1.1"):
             # RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host; any request, at most one.
             raise BadRequest("missing or repeated Host header")
@@ -497,15 +524,17 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             if authority is not None:
                 # RFC 9112 3.2.2: an absolute-form target's host replaces the Host header.
                 headers = [(b"host", authority), *((n, v) for n, v in headers if n != b"host")]
+        peer = self.peer
         scope = build_http_scope(
             settings.ctx,
-            self.peer,
+            peer,
             method,
             http_version,
             raw_path,
             query,
             headers,
-            self.peer.extensions,
+            # HTTP/1.1 requests announce early hints (a 103 is not for 1.0 clients).
+            self._ext_http11 if http_version == "1.1" else peer.extensions,
             self._intermediary,
         )
         if settings.limit_max_body_size is not None:
@@ -535,12 +564,8 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
                 self._upgrade_body = b"transfer-encoding: chunked\r\n"
             elif length:
                 self._upgrade_body = b"content-length: %d\r\n" % length
-        if http_version == "1.1":
-            extensions = scope["extensions"]
-            extensions[EARLY_HINT] = {}
-            if self._te_trailers:
-                extensions[TRAILERS] = {}
-        keep_alive = parser.should_keep_alive()
+        if self._te_trailers and http_version == "1.1":
+            scope["extensions"][TRAILERS] = {}
         cycle = HTTPCycle(scope, self, settings.ctx)
         if settings.access_log:
             cycle.arrived = self.loop.time()

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from laurelin.asgi.errors import error_page
+from laurelin.asgi.http import check_header
 from laurelin.protocols.http1_encoding import LAST_CHUNK, STATUS_LINES, chunk
 
 if TYPE_CHECKING:
@@ -28,6 +30,12 @@ _JOIN_LIMIT = 16384
 # streaming app that never waits makes one write, not one per send()), or as soon as this
 # much is waiting, so that write backpressure still reaches the app.
 _CORK_LIMIT = 65536
+# What a response header means to the framing (see header_line).
+_PLAIN, _LENGTH, _FRAMING, _CONNECTION, _DEFAULT = 0, 1, 2, 3, 4
+# The header line cache (ConnectionSettings.header_lines): at most this many entries (then it
+# is emptied), and only of values at most this long (per-response values do not crowd it).
+LINE_CACHE_MAX = 1024
+LINE_CACHE_VALUE_MAX = 256
 
 
 class ResponseWriter:
@@ -82,35 +90,40 @@ class ResponseWriter:
     def _close(self, linger: bool) -> None:
         raise NotImplementedError
 
-    def start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    def start_response(self, status: int, headers: Iterable[Any]) -> None:
         settings = self.settings
-        active = self._active
-        if active is None:
-            return  # reset meanwhile (abort at the end of a drain): nothing can be written
         date = settings.date_header
         parts = [STATUS_LINES[status], settings.default_headers, date.line() if date else b""]
         remaining: int | None = None
-        special = settings.special_header_names
         override = False
-        for name, value in headers:  # names arrive lower-cased and validated (asgi/http.py)
-            if name in special:
-                if name == b"content-length":
-                    if not value.isdigit():
-                        raise RuntimeError(f"Invalid Content-Length {value!r} in the response")
+        close = False
+        lines = settings.header_lines
+        # Validated and encoded in one pass; nothing changes before every header has passed.
+        for item in headers:
+            try:
+                line, kind = lines[item]
+            except (KeyError, TypeError):  # not seen yet, or not hashable (a list)
+                line, kind = header_line(item, settings)
+            if kind:
+                if kind == _LENGTH:
                     if status == 204:
                         continue  # RFC 9110 8.6: never a Content-Length on a 204
-                    remaining = int(value)
-                elif name == b"transfer-encoding":
+                    remaining = int(line[16:-2])
+                elif kind == _FRAMING:
                     continue  # framing is ours to choose (RFC 9112 6.1)
-                elif name == b"connection":
-                    if value.lower() == b"close":
-                        self._resp_keep_alive = False
+                elif kind == _CONNECTION:
+                    close = close or line[12:-2].lower() == b"close"
                     continue
                 else:
                     override = True  # the app's own Server / Date / --header replaces ours
-            parts += (name, b": ", value, b"\r\n")
+            parts.append(line)
+        active = self._active
+        if active is None:
+            return  # reset meanwhile (abort at the end of a drain): nothing can be written
+        if close:
+            self._resp_keep_alive = False
         if override:
-            parts[1:3] = default_lines(settings, {name for name, _ in headers})
+            parts[1:3] = default_lines(settings, {check_header(item)[0] for item in headers})
         if status < 200:
             # An informational response (103 Early Hints): written now; the final one follows.
             parts.append(b"\r\n")
@@ -144,7 +157,10 @@ class ResponseWriter:
         head = self._resp_head
         if head is not None:
             self._resp_head = None
-            self._write_first(head, data, more_body)
+            if not more_body:
+                self._write_whole(head, data)
+                return
+            self._write_first(head, data)
         elif self._resp_no_body:
             pass
         elif self._resp_chunked:
@@ -215,8 +231,48 @@ class ResponseWriter:
             self.bytes_out += len(data)
             self.transport.write(data)
 
-    def _write_first(self, head: list[bytes], data: bytes, more_body: bool) -> None:
-        """Write the held head with the first body part, choosing the framing (RFC 9112 6.3)."""
+    def _write_whole(self, head: list[bytes], data: bytes) -> None:
+        """The held head with the whole body, framed by its length, in one write (or two for
+        a big body, not copied); then the response is done. Most responses take this path:
+        it is _write_first and the end of write_body for one body part, in one call."""
+        size = len(data)
+        remaining = self._resp_remaining
+        if self._resp_no_body:
+            if self._resp_head_request and remaining is None and size:
+                # HEAD: the length the GET would have had (RFC 9110 9.3.2).
+                head.append(b"content-length: %d\r\n" % size)
+            data = b""
+        elif remaining is None:
+            head.append(b"content-length: %d\r\n" % size)
+        elif size != remaining:
+            self._check_length(data, False)  # raises: an app error
+        self._resp_remaining = 0
+        active = self._active
+        if (
+            not self._resp_keep_alive
+            or self.settings.draining
+            or (active is not None and active.more_body)
+        ):
+            # An unread request body means we close after this response (RFC 9112 9.6).
+            self._resp_keep_alive = False
+            head.append(b"connection: close\r\n\r\n")
+        elif self._resp_http10:
+            head.append(b"connection: keep-alive\r\n\r\n")
+        else:
+            head.append(b"\r\n")
+        if len(data) > _JOIN_LIMIT:
+            self._write_parts(b"".join(head), data)
+        else:
+            head.append(data)
+            response = b"".join(head)
+            self.bytes_out += len(response)
+            self.transport.write(response)
+        self._resp_bytes += size
+        self._response_done()
+
+    def _write_first(self, head: list[bytes], data: bytes) -> None:
+        """Write the held head with the first part of a streamed body (more to come),
+        choosing the framing (RFC 9112 6.3); a whole body goes through _write_whole."""
         active = self._active
         # An unread request body means we close after this response (RFC 9112 9.6): say so.
         close = (
@@ -225,15 +281,9 @@ class ResponseWriter:
             or (active is not None and active.more_body)
         )
         if self._resp_no_body:
-            if self._resp_head_request and self._resp_remaining is None and data and not more_body:
-                # HEAD: the length the GET would have had (RFC 9110 9.3.2).
-                head.append(b"content-length: %d\r\n" % len(data))
             data = b""
         elif self._resp_remaining is not None:
-            self._check_length(data, more_body)
-        elif not more_body:
-            self._resp_remaining = 0
-            head.append(b"content-length: %d\r\n" % len(data))
+            self._check_length(data, True)
         elif not self._resp_http10:
             self._resp_chunked = True
             head.append(b"transfer-encoding: chunked\r\n")
@@ -246,16 +296,6 @@ class ResponseWriter:
             head.append(b"connection: keep-alive\r\n\r\n")
         else:
             head.append(b"\r\n")
-        if not more_body:
-            # The whole response at once: one write, or two for a big body (not copied).
-            if len(data) > _JOIN_LIMIT:
-                self._write_parts(b"".join(head), data)
-            else:
-                head.append(data)
-                response = b"".join(head)
-                self.bytes_out += len(response)
-                self.transport.write(response)
-            return
         self._out(b"".join(head))
         if self._resp_chunked:
             if data:
@@ -319,6 +359,41 @@ class ResponseWriter:
 
     def _answering_head(self) -> bool:
         raise NotImplementedError
+
+
+def header_line(item: Any, settings: ConnectionSettings) -> tuple[bytes, int]:
+    """One response header of the app's, validated (asgi.http.check_header), as its encoded
+    line and what it means to the framing; remembered in `settings.header_lines` when it is
+    a pair of bytes with a short value, so that the same pair next time costs one lookup.
+
+    Raises:
+        RuntimeError: an invalid header, or a Content-Length that is not a number.
+    """
+    name, value = check_header(item)
+    kind = _PLAIN
+    if name in settings.special_header_names:
+        if name == b"content-length":
+            if not value.isdigit():
+                raise RuntimeError(f"Invalid Content-Length {value!r} in the response")
+            kind = _LENGTH
+        elif name == b"transfer-encoding":
+            kind = _FRAMING
+        elif name == b"connection":
+            kind = _CONNECTION
+        else:
+            kind = _DEFAULT
+    line = b"%b: %b\r\n" % (name, value)
+    if (
+        type(item) is tuple
+        and type(item[0]) is bytes
+        and type(item[1]) is bytes
+        and len(value) <= LINE_CACHE_VALUE_MAX
+    ):
+        cache = settings.header_lines
+        if len(cache) >= LINE_CACHE_MAX:
+            cache.clear()
+        cache[item] = (line, kind)
+    return line, kind
 
 
 def default_lines(settings: ConnectionSettings, app_names: set[bytes]) -> list[bytes]:

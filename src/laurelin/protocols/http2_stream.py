@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from laurelin.asgi.errors import error_page
-from laurelin.asgi.http import HTTPCycle
+from laurelin.asgi.http import HTTPCycle, check_response_headers
 from laurelin.asgi.scope import CONNECTION_SPECIFIC
 
 if TYPE_CHECKING:
@@ -103,22 +104,23 @@ class H2Stream:
 
     # -- HTTPSink ----------------------------------------------------------------------------------
 
-    def start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    def start_response(self, status: int, headers: Iterable[Any]) -> None:
+        checked = check_response_headers(headers)
         if self.closed:
             return
         conn = self.conn
         if status < 200:
-            conn.send_informational(self, status, headers)
+            conn.send_informational(self, status, checked)
             return
         self.expect_continue = False
         self.no_body = self.head_only or status in _NO_BODY_STATUS
-        for name, value in headers:
+        for name, value in checked:
             if name == b"content-length":
                 if not (value.isascii() and value.isdigit()):
                     raise RuntimeError(f"Invalid Content-Length {value!r} in the response")
                 if not self.no_body:
                     self.remaining = int(value)
-        self.head = conn.response_headers(status, headers)
+        self.head = conn.response_headers(status, checked)
 
     def write_body(self, data: bytes, more_body: bool) -> None:
         if self.closed:

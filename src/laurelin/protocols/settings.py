@@ -70,9 +70,14 @@ class ConnectionSettings:
     default_header_names: frozenset[bytes] = frozenset()
     # Response header names the wire adapter must look at: framing, and the defaults above.
     special_header_names: frozenset[bytes] = frozenset()
-    # Request header names that need more than being copied into the scope.
+    # Request header names that need more than being copied into the scope; HTTP/1.1 also
+    # looks at the fields its parser reads keep-alive from (protocols/http1.py).
     notable_headers: frozenset[bytes] = frozenset()
+    h1_notable_headers: frozenset[bytes] = frozenset()
     date_header: DateHeader | None = field(default_factory=DateHeader)
+    # HTTP/1.1 response header lines by the app's (name, value) pair: see
+    # protocols/http1_response.py, header_line.
+    header_lines: dict[Any, tuple[bytes, int]] = field(default_factory=dict)
     extensions: dict[str, Any] = field(default_factory=dict)
     connections: ConnectionRegistry = field(default_factory=ConnectionRegistry)
     draining: bool = False
@@ -149,3 +154,4 @@ class ConnectionSettings:
                 ctx.proxy_port_header,
             }
         )
+        self.h1_notable_headers = self.notable_headers | {b"connection", b"proxy-connection"}
