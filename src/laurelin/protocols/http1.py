@@ -423,19 +423,21 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         # int, fails with a formatted TypeError and retries; that cost more than all the rest.
         name = name.lower()
         if _UNDERSCORE in name or _NEL in value or name in self.settings.h1_notable_headers:
-            self._unusual_header(name, value)
-            return
+            if name == b"host" and value == self._host_checked:
+                # The Host value checked last on this connection (the pattern refuses \x85
+                # too): clients send the same one with every request.
+                self._hosts += 1
+            else:
+                self._unusual_header(name, value)
+                return
         self._headers.append((name, value))
 
     def _unusual_header(self, name: bytes, value: bytes) -> None:
         if name == b"host":
             self._hosts += 1
-            # The Host value checked last on this connection needs no second check (the
-            # pattern refuses \x85 too); clients send the same one with every request.
-            if value != self._host_checked:
-                if HOST_VALUE.fullmatch(value) is None:
-                    raise BadRequest("invalid Host header")
-                self._host_checked = value
+            if HOST_VALUE.fullmatch(value) is None:
+                raise BadRequest("invalid Host header")
+            self._host_checked = value  # see on_header
             self._headers.append((name, value))
             return
         self._rare = True

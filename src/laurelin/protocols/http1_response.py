@@ -101,14 +101,14 @@ class ResponseWriter:
         # Validated and encoded in one pass; nothing changes before every header has passed.
         for item in headers:
             try:
-                line, kind = lines[item]
+                line, kind, length = lines[item]
             except (KeyError, TypeError):  # not seen yet, or not hashable (a list)
-                line, kind = header_line(item, settings)
+                line, kind, length = header_line(item, settings)
             if kind:
                 if kind == _LENGTH:
                     if status == 204:
                         continue  # RFC 9110 8.6: never a Content-Length on a 204
-                    remaining = int(line[16:-2])
+                    remaining = length
                 elif kind == _FRAMING:
                     continue  # framing is ours to choose (RFC 9112 6.1)
                 elif kind == _CONNECTION:
@@ -361,21 +361,24 @@ class ResponseWriter:
         raise NotImplementedError
 
 
-def header_line(item: Any, settings: ConnectionSettings) -> tuple[bytes, int]:
+def header_line(item: Any, settings: ConnectionSettings) -> tuple[bytes, int, int]:
     """One response header of the app's, validated (asgi.http.check_header), as its encoded
-    line and what it means to the framing; remembered in `settings.header_lines` when it is
-    a pair of bytes with a short value, so that the same pair next time costs one lookup.
+    line, what it means to the framing and (a Content-Length) its number; remembered in
+    `settings.header_lines` when it is a pair of bytes with a short value, so that the same
+    pair next time costs one lookup.
 
     Raises:
         RuntimeError: an invalid header, or a Content-Length that is not a number.
     """
     name, value = check_header(item)
     kind = _PLAIN
+    length = 0
     if name in settings.special_header_names:
         if name == b"content-length":
             if not value.isdigit():
                 raise RuntimeError(f"Invalid Content-Length {value!r} in the response")
             kind = _LENGTH
+            length = int(value)
         elif name == b"transfer-encoding":
             kind = _FRAMING
         elif name == b"connection":
@@ -392,8 +395,9 @@ def header_line(item: Any, settings: ConnectionSettings) -> tuple[bytes, int]:
         cache = settings.header_lines
         if len(cache) >= LINE_CACHE_MAX:
             cache.clear()
-        cache[item] = (line, kind)
-    return line, kind
+        entry = cache[item] = (line, kind, length)
+        return entry
+    return line, kind, length
 
 
 def default_lines(settings: ConnectionSettings, app_names: set[bytes]) -> list[bytes]:

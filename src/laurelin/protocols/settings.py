@@ -77,7 +77,7 @@ class ConnectionSettings:
     date_header: DateHeader | None = field(default_factory=DateHeader)
     # HTTP/1.1 response header lines by the app's (name, value) pair: see
     # protocols/http1_response.py, header_line.
-    header_lines: dict[Any, tuple[bytes, int]] = field(default_factory=dict)
+    header_lines: dict[Any, tuple[bytes, int, int]] = field(default_factory=dict)
     extensions: dict[str, Any] = field(default_factory=dict)
     connections: ConnectionRegistry = field(default_factory=ConnectionRegistry)
     draining: bool = False
