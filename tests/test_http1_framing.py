@@ -442,3 +442,12 @@ class TestRepeatedResponseHeaders:
         assert refused.status == 500
         assert b"EVIL" not in refused.raw.upper()
         assert events(server, tag, "raised") == ["raised:RuntimeError"]
+
+    def test_headers_from_a_generator(self, server: ServerProcess) -> None:
+        """ASGI allows any iterable of pairs; one that replaces a default header (Server) is
+        read twice by the server, so a one-shot iterable must still give every header."""
+        for _ in range(2):
+            response = exchange(server.port, build("GET", "/generated-headers"))
+            assert (response.status, response.body) == (200, b"generated")
+            assert response.header("x-generated") == "yes"
+            assert [v for n, v in response.headers if n == "server"] == ["generated"]

@@ -166,6 +166,15 @@ async def bad_header(scope: Any, receive: Any, send: Any, query: dict[str, str])
     await send({"type": "http.response.body", "body": b"EVIL body"})
 
 
+async def generated_headers(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    """Response headers as a generator (any iterable is allowed), one of them replacing the
+    server's own Server header."""
+    pairs = ((b"server", b"generated"), (b"x-generated", b"yes"))
+    start = {"type": "http.response.start", "status": 200, "headers": (p for p in pairs)}
+    await send(start)
+    await send({"type": "http.response.body", "body": b"generated"})
+
+
 async def close(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
     await respond(send, 200, b"closing", [(b"connection", b"close")])
 
@@ -313,6 +322,7 @@ ROUTES = {
     "/status": status,
     "/badheader": bad_header,
     "/close": close,
+    "/generated-headers": generated_headers,
     "/te": transfer_encoding,
     "/noread": noread,
     "/gated-echo": gated_echo,

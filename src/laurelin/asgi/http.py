@@ -192,13 +192,17 @@ class HTTPCycle:
         self.task = ctx.start_task(self._run())
 
     def feed_body(self, data: bytes) -> None:
-        """Request body bytes arrived from the wire."""
+        """Request body bytes arrived from the wire (dropped once the response is complete:
+        the app answered without reading them)."""
+        if self._state == _DONE:
+            return
         self._body.append(data)
         self._body_size += len(data)
         if self._body_size > BODY_HIGH_WATER and not self._reading_paused:
             self._reading_paused = True
             self.sink.pause_reading()
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def _wake(self) -> None:
         waiter = self._waiter

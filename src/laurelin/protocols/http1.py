@@ -680,9 +680,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         limit = self.settings.limit_max_body_size
         if limit is not None and self.body_received > limit:
             raise _TooLarge(413)
-        if cycle.response_complete:
-            return  # the app answered without reading: discard what is still in flight
-        cycle.feed_body(body)
+        cycle.feed_body(body)  # dropped there if the app answered without reading
 
     def on_message_complete(self) -> None:
         if self._upgrade_body is not None:

@@ -98,6 +98,8 @@ class ResponseWriter:
         override = False
         close = False
         lines = settings.header_lines
+        if type(headers) is not list and type(headers) is not tuple:
+            headers = list(headers)  # any iterable: it may be read twice (override, below)
         # Validated and encoded in one pass; nothing changes before every header has passed.
         for item in headers:
             try:
