@@ -39,6 +39,8 @@ EARLY_HINT = "http.response.early_hint"
 TRAILERS = "http.response.trailers"
 
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
+# The statuses an app may start a response with (101 is the WebSocket handshake's only).
+_STATUSES = frozenset(range(100, 600)) - {101}
 
 
 class ClientDisconnected(OSError):
@@ -253,7 +255,7 @@ class HTTPCycle:
         """ASGI receive(): the next part of the request body, or http.disconnect."""
         while True:
             if self._body:
-                body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+                body = b"".join(self._body)  # one part: that very object, not a copy
                 self._body.clear()
                 self._body_size = 0
                 if self._reading_paused:
@@ -313,7 +315,7 @@ class HTTPCycle:
             if self.disconnected:
                 raise ClientDisconnected("the client disconnected")
             status = message.get("status")
-            if type(status) is not int or not 100 <= status <= 599 or status == 101:
+            if type(status) is not int or status not in _STATUSES:
                 raise RuntimeError(
                     f"'http.response.start' needs an int status in 100-599 (not 101), "
                     f"got {status!r}"

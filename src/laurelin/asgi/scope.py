@@ -42,14 +42,6 @@ class BadRequest(Exception):
         self.headers = headers or []
 
 
-def decode_path(raw_path: bytes) -> str:
-    """The ASGI `path`: percent-decoded UTF-8. Non-ASCII raw bytes are a 400, as in Daphne."""
-    if not raw_path.isascii():
-        raise BadRequest("non-ASCII bytes in the request path")
-    text = raw_path.decode("ascii")
-    return unquote(text) if "%" in text else text
-
-
 def build_http_scope(
     ctx: ServerContext,
     peer: PeerInfo,
@@ -69,7 +61,12 @@ def build_http_scope(
     Raises:
         BadRequest: the path or query string breaks Daphne's rules.
     """
-    path = decode_path(raw_path)
+    # The ASGI `path`: percent-decoded UTF-8. Non-ASCII raw bytes are a 400, as in Daphne.
+    if not raw_path.isascii():
+        raise BadRequest("non-ASCII bytes in the request path")
+    path = raw_path.decode("ascii")
+    if "%" in path:
+        path = unquote(path)
     if not query_string.isascii():
         raise BadRequest("non-ASCII bytes in the query string")
     scheme = "https" if peer.tls else "http"

@@ -172,9 +172,13 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         self.loop = settings.ctx.loop
         # transport and peer are set by connection_made, before anything reads them.
         self._parser = httptools.HttpRequestParser(self)
-        # The per-request parse state is set by _begin_message before anything reads it; the
-        # part only unusual headers set is set here once (see _begin_message).
+        # The per-request parse state is set by on_url before anything reads it; the part only
+        # unusual headers set is set there too, once _rare says so.
         self._in_head = False
+        self._url = b""
+        self._head_reads = 0
+        self._raw_head = 0
+        self._transfer_encoding = False
         self._rare = True
         self._host_checked = b""
         self._parsing: HTTPCycle | None = None
@@ -385,34 +389,31 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
 
     # -- httptools callbacks ---------------------------------------------------------------------
 
-    def _begin_message(self, url: bytes) -> None:
-        """Reset the per-request parse state (from on_url: llhttp calls it first for every
-        request, which saves the extra on_message_begin callback). The state only unusual
-        headers set (_unusual_header) is reset only after a request that set some."""
-        self._in_head = True
-        self._method_known = True
-        self._head_reads = 0
-        self._raw_head = 0
-        self._url = url
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._hosts = 0
-        self.body_received = 0
-        self._chunk_meta = 0
-        if self._rare:
-            self._rare = False
-            self._dropped_headers = 0
-            self._expect_continue = False
-            self._intermediary = False
-            self._transfer_encoding = False
-            self._te_trailers = False
-            self._upgrade: bytes | None = None
-            self._connection_field = False
-
     def on_url(self, url: bytes) -> None:
-        if not self._in_head:
-            self._begin_message(url)
-        else:
+        if self._in_head:
             url = self._url = self._url + url  # a target split across reads
+        else:
+            # A new request (llhttp calls on_url first for every request, which saves the
+            # on_message_begin callback): reset the per-request parse state. The part only
+            # unusual headers set (_unusual_header) is reset after a request that set some.
+            self._in_head = True
+            self._method_known = True
+            self._head_reads = 0
+            self._raw_head = 0
+            self._url = url
+            self._headers: list[tuple[bytes, bytes]] = []
+            self._hosts = 0
+            self.body_received = 0
+            self._chunk_meta = 0
+            if self._rare:
+                self._rare = False
+                self._dropped_headers = 0
+                self._expect_continue = False
+                self._intermediary = False
+                self._transfer_encoding = False
+                self._te_trailers = False
+                self._upgrade: bytes | None = None
+                self._connection_field = False
         if len(url) > self.settings.limit_request_head_size:
             raise _TooLarge(414)
 
