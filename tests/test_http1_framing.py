@@ -435,7 +435,7 @@ class TestRepeatedResponseHeaders:
 
     def test_a_bad_value_under_a_name_seen_before(self, server: ServerProcess) -> None:
         """A pair is remembered only once it passed; the same name with a bad value is refused."""
-        ok = exchange(server.port, build("GET", "/status?code=200&h=X-Evil:fine"))
+        ok = exchange(server.port, build("GET", "/status?code=200&h=x-evil:fine"))
         assert ok.header("x-evil") == "fine"
         tag = uuid.uuid4().hex
         refused = exchange(server.port, build("GET", f"/badheader?kind=cr&tag={tag}"))
@@ -451,3 +451,30 @@ class TestRepeatedResponseHeaders:
             assert (response.status, response.body) == (200, b"generated")
             assert response.header("x-generated") == "yes"
             assert [v for n, v in response.headers if n == "server"] == ["generated"]
+
+    def test_items_a_cache_cannot_key_on(self, server: ServerProcess) -> None:
+        """A writable memoryview value, a pair as a one-shot iterator (replacing Server) and
+        a list pair are all served as before, every time."""
+        for _ in range(2):
+            with RawClient(server.port) as client:
+                response = client.request(build("GET", "/odd-headers"))
+                assert (response.status, response.body) == (200, b"odd"), response.raw
+                assert response.header("x-view") == "viewed"
+                assert [v for n, v in response.headers if n == "server"] == ["odd"]
+                assert response.header("connection") == "close"
+                assert client.wait_closed() == b""
+
+    def test_more_distinct_pairs_than_the_cache_holds(self, server: ServerProcess) -> None:
+        """Past LINE_CACHE_MAX distinct pairs the cache starts over; every response still
+        carries exactly its own header."""
+        with RawClient(server.port) as client:
+            for index in range(1100):
+                response = client.request(build("GET", f"/status?code=200&h=x-id:{index}"))
+                assert response.header("x-id") == str(index)
+
+    def test_early_hint_extension_is_each_requests_own(self, server: ServerProcess) -> None:
+        """What an app writes into one scope's extension dicts is not seen by the next
+        request on the connection."""
+        with RawClient(server.port) as client:
+            for _ in range(3):
+                assert client.request(build("GET", "/early-hint-counter")).body == b"1"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httptools
 import pytest
 
 from conftest import ServerProcess
@@ -364,6 +365,23 @@ class TestVersion:
         version must still be read (and refused), not taken for 1.1 from the keep-alive."""
         assert_refused(server, get(b"GET / HTTP/2.0", b"Host: x\r\n" + field + b"\r\n"), (505,))
 
+    def test_llhttp_keeps_alive_by_default_only_11(self) -> None:
+        """What protocols/http1.py relies on to skip get_http_version(): llhttp takes only
+        these request-line versions, and without a Connection field keeps only 1.1 alive."""
+
+        class Callbacks:
+            pass
+
+        kept = {}
+        for version in ("0.9", "1.0", "1.1", "1.2", "2.0", "2.1", "3.0", "9.9"):
+            parser = httptools.HttpRequestParser(Callbacks())
+            try:
+                parser.feed_data(f"GET / HTTP/{version}\r\nHost: x\r\n\r\n".encode())
+            except httptools.HttpParserError:
+                continue
+            kept[version] = parser.should_keep_alive()
+        assert kept == {"0.9": False, "1.0": False, "1.1": True, "2.0": False}
+
     def test_http10_and_11_served(self, server: ServerProcess) -> None:
         assert exchange(server.port, get(b"GET / HTTP/1.0")).status == 200
         assert exchange(server.port, get(b"GET / HTTP/1.1")).status == 200
@@ -393,6 +411,17 @@ class TestHost:
             assert client.read_response().status == 200
             refused = client.read_response()
             assert refused.status == 400, refused.raw
+            assert client.wait_closed() == b""
+
+    def test_the_known_host_twice_is_still_two_hosts(self, server: ServerProcess) -> None:
+        """The Host value a connection already sent, repeated in one later request, is two
+        Host field lines: 400 (RFC 9112 3.2)."""
+        with RawClient(server.port) as client:
+            client.try_send(get() + get(headers=b"Host: x\r\nHost: x\r\n") + FOLLOW_UP)
+            assert client.read_response().status == 200
+            refused = client.read_response()
+            assert refused.status == 400, refused.raw
+            assert b"SMUGGLED" not in refused.raw
             assert client.wait_closed() == b""
 
 

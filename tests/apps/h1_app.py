@@ -175,6 +175,26 @@ async def generated_headers(scope: Any, receive: Any, send: Any, query: dict[str
     await send({"type": "http.response.body", "body": b"generated"})
 
 
+async def odd_headers(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    """Header items the ASGI spec allows but a cache cannot key on: a writable memoryview
+    value (unhashable), a pair given as a one-shot iterator (replacing the Server header),
+    and a list pair asking to close."""
+    headers = [
+        (b"x-view", memoryview(bytearray(b"viewed"))),
+        iter([b"server", b"odd"]),
+        [b"connection", b"close"],
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"odd"})
+
+
+async def early_hint_counter(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    """Counts in the scope's early-hint extension dict: it must be this request's own."""
+    hint = scope["extensions"]["http.response.early_hint"]
+    hint["seen"] = hint.get("seen", 0) + 1
+    await respond(send, 200, str(hint["seen"]).encode())
+
+
 async def close(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
     await respond(send, 200, b"closing", [(b"connection", b"close")])
 
@@ -323,6 +343,8 @@ ROUTES = {
     "/badheader": bad_header,
     "/close": close,
     "/generated-headers": generated_headers,
+    "/odd-headers": odd_headers,
+    "/early-hint-counter": early_hint_counter,
     "/te": transfer_encoding,
     "/noread": noread,
     "/gated-echo": gated_echo,

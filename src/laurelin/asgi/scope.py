@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import unquote
 
 from laurelin.asgi.context import ASGI_VERSION, PeerInfo, ServerContext
-from laurelin.asgi.http import EARLY_HINT
 from laurelin.asgi.proxy import parse_forwarded, pick_client, pick_index, split_host_port
 
 Headers = list[tuple[bytes, bytes]]
@@ -102,9 +101,7 @@ def websocket_scope(scope: dict[str, Any], subprotocols: list[str]) -> dict[str,
     scope["scheme"] = "wss" if scope["scheme"] in ("https", "wss") else "ws"
     del scope["method"]
     scope["subprotocols"] = subprotocols
-    extensions = scope["extensions"]
-    extensions.pop(EARLY_HINT, None)  # an HTTP response's (HTTP/1.1 scopes start with it)
-    extensions["websocket.http.response"] = {}
+    scope["extensions"]["websocket.http.response"] = {}
     return scope
 
 

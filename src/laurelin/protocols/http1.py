@@ -128,7 +128,6 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         "_drain_waiters",
         "_dropped_headers",
         "_expect_continue",
-        "_ext_http11",
         "_feed_size",
         "_fresh",
         "_h2c",
@@ -231,7 +230,6 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             tls is not None,
             extensions,
         )
-        self._ext_http11 = {**extensions, EARLY_HINT: {}}
         if tls is not None and self._fresh:
             ssl_object = transport.get_extra_info("ssl_object")
             alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
@@ -536,8 +534,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             raw_path,
             query,
             headers,
-            # HTTP/1.1 requests announce early hints (a 103 is not for 1.0 clients).
-            self._ext_http11 if http_version == "1.1" else peer.extensions,
+            peer.extensions,
             self._intermediary,
         )
         if settings.limit_max_body_size is not None:
@@ -567,8 +564,12 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
                 self._upgrade_body = b"transfer-encoding: chunked\r\n"
             elif length:
                 self._upgrade_body = b"content-length: %d\r\n" % length
-        if self._te_trailers and http_version == "1.1":
-            scope["extensions"][TRAILERS] = {}
+        if http_version == "1.1":
+            # Early hints (a 103 is not for 1.0 clients); trailers if the client takes them.
+            extensions = scope["extensions"]
+            extensions[EARLY_HINT] = {}
+            if self._te_trailers:
+                extensions[TRAILERS] = {}
         cycle = HTTPCycle(scope, self, settings.ctx)
         if settings.access_log:
             cycle.arrived = self.loop.time()

@@ -95,16 +95,15 @@ class ResponseWriter:
         date = settings.date_header
         parts = [STATUS_LINES[status], settings.default_headers, date.line() if date else b""]
         remaining: int | None = None
-        override = False
+        overridden: set[bytes] | None = None
         close = False
         lines = settings.header_lines
-        if type(headers) is not list and type(headers) is not tuple:
-            headers = list(headers)  # any iterable: it may be read twice (override, below)
-        # Validated and encoded in one pass; nothing changes before every header has passed.
+        # Validated and encoded in one pass (each item is read once); nothing changes before
+        # every header has passed.
         for item in headers:
             try:
                 line, kind, length = lines[item]
-            except (KeyError, TypeError):  # not seen yet, or not hashable (a list)
+            except Exception:  # not seen yet, or not hashable (a list, a writable memoryview)
                 line, kind, length = header_line(item, settings)
             if kind:
                 if kind == _LENGTH:
@@ -117,15 +116,18 @@ class ResponseWriter:
                     close = close or line[12:-2].lower() == b"close"
                     continue
                 else:
-                    override = True  # the app's own Server / Date / --header replaces ours
+                    # The app's own Server / Date / --header replaces ours.
+                    if overridden is None:
+                        overridden = set()
+                    overridden.add(line[: line.index(b":")])
             parts.append(line)
         active = self._active
         if active is None:
             return  # reset meanwhile (abort at the end of a drain): nothing can be written
         if close:
             self._resp_keep_alive = False
-        if override:
-            parts[1:3] = default_lines(settings, {check_header(item)[0] for item in headers})
+        if overridden is not None:
+            parts[1:3] = default_lines(settings, overridden)
         if status < 200:
             # An informational response (103 Early Hints): written now; the final one follows.
             parts.append(b"\r\n")
