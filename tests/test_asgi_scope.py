@@ -193,6 +193,41 @@ def test_headers_lower_cased_in_order_with_underscore_names_dropped(server: Serv
     ]
 
 
+def test_header_names_the_same_on_every_request(server: ServerProcess) -> None:
+    """Field names the server has seen before come from its name table: on a keep-alive
+    connection every request still gets them lower-cased, "_" names still dropped, a Host in
+    any spelling counted, and a proxy header (Daphne-Root-Path) still honoured."""
+    head = (
+        b"GET /scope HTTP/1.1\r\n"
+        b"HOST: t\r\n"
+        b"X-Table-Name: 1\r\n"
+        b"X_Table_Spoofed: evil\r\n"
+        b"Daphne-Root-Path: /mounted\r\n"
+        b"\r\n"
+    )
+    with connect(server.port) as sock:
+        for _ in range(3):
+            sock.sendall(head)
+            response = read_response(sock)
+            assert response.status == 200, response.raw
+            scope = json.loads(response.body)
+            assert scope["headers"] == [["host", "t"], ["x-table-name", "1"]]
+            assert scope["root_path"] == "/mounted"
+
+
+def test_more_distinct_header_names_than_the_table_holds(server: ServerProcess) -> None:
+    """Past the name table's size it starts over; every request still gets its own names."""
+    with connect(server.port) as sock:
+        for batch in range(7):
+            names = [f"X-Batch{batch}-Field{index}" for index in range(90)]
+            fields = "".join(f"{name}: {index}\r\n" for index, name in enumerate(names))
+            sock.sendall(f"GET /scope HTTP/1.1\r\nHost: t\r\n{fields}\r\n".encode())
+            response = read_response(sock)
+            assert response.status == 200, response.raw
+            expected = [["host", "t"]] + [[n.lower(), str(i)] for i, n in enumerate(names)]
+            assert json.loads(response.body)["headers"] == expected
+
+
 def test_header_value_bytes_are_kept(server: ServerProcess) -> None:
     scope = raw_scope(server, b"GET /scope HTTP/1.1\r\nHost: t\r\nX-Latin: caf\xe9\r\n\r\n")
     assert ["x-latin", "caf\xe9"] in scope["headers"]

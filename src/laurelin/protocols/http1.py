@@ -67,6 +67,12 @@ WS_EARLY_LIMIT = 65536
 # Seconds a connection we are closing after an error keeps reading (and discarding) before it
 # is dropped, so the client sees our response instead of a reset (RFC 9112 9.6).
 LINGER_SECONDS = 2.0
+# on_header's table of request field names (ConnectionSettings.h1_header_names): at most this
+# many names (then it is emptied), each at most this long.
+NAME_TABLE_MAX = 512
+NAME_TABLE_NAME_MAX = 64
+# The lower-cased Host name, one object: on_header's table maps every spelling of it to this.
+_HOST = b"host"
 
 _IDLE, _HEAD, _KEEPALIVE = 0, 1, 2
 _UNDERSCORE = ord("_")
@@ -139,6 +145,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         "_intermediary",
         "_lost",
         "_method_known",
+        "_names",
         "_out_meter",
         "_parser",
         "_parsing",
@@ -180,6 +187,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         self._transfer_encoding = False
         self._rare = True
         self._host_checked = b""
+        self._names = settings.h1_header_names
         self._parsing: HTTPCycle | None = None
         self._active: Cycle | None = None
         self._pipeline: deque[tuple[Cycle, bool, bool]] = deque()
@@ -420,32 +428,44 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         # (CTLs and \x85, which str.splitlines() takes for a line break) only \x85 is left.
         # Byte membership is tested with ints: `b"_" in name` first tries the operand as an
         # int, fails with a formatted TypeError and retries; that cost more than all the rest.
-        name = name.lower()
-        if _UNDERSCORE in name or _NEL in value or name in self.settings.h1_notable_headers:
-            if name == b"host" and value == self._host_checked:
-                # The Host value checked last on this connection (the pattern refuses \x85
-                # too): clients send the same one with every request.
-                self._hosts += 1
-            else:
-                self._unusual_header(name, value)
+        # Names seen before that need nothing but lower-casing (and Host) come from a per-server
+        # table: one lookup instead of lower() and three membership tests.
+        lname = self._names.get(name)
+        if lname is None or _NEL in value:
+            self._unusual_header(name.lower(), value, name)
+            return
+        if lname is _HOST:
+            if value != self._host_checked:
+                self._unusual_header(lname, value, name)
                 return
-        self._headers.append((name, value))
+            # The Host value checked last on this connection (the pattern refuses \x85 too):
+            # clients send the same one with every request.
+            self._hosts += 1
+        self._headers.append((lname, value))
 
-    def _unusual_header(self, name: bytes, value: bytes) -> None:
+    def _unusual_header(self, name: bytes, value: bytes, raw_name: bytes) -> None:
+        """A header field on_header's table does not settle: `name` is lower-cased."""
+        if _NEL in value:
+            self._rare = True
+            raise BadRequest("control character in a header value")
         if name == b"host":
             self._hosts += 1
             if HOST_VALUE.fullmatch(value) is None:
                 raise BadRequest("invalid Host header")
             self._host_checked = value  # see on_header
+            self._remember_name(raw_name, _HOST)
+            self._headers.append((_HOST, value))
+            return
+        if _UNDERSCORE in name:
+            # Daphne (CVE-2015-0219): "_" names could masquerade as "-" ones; drop them.
+            self._rare = True
+            self._dropped_headers += 1
+            return
+        if name not in self.settings.h1_notable_headers:
+            self._remember_name(raw_name, name)
             self._headers.append((name, value))
             return
         self._rare = True
-        if _NEL in value:
-            raise BadRequest("control character in a header value")
-        if _UNDERSCORE in name:
-            # Daphne (CVE-2015-0219): "_" names could masquerade as "-" ones; drop them.
-            self._dropped_headers += 1
-            return
         if name == b"transfer-encoding":
             self._transfer_encoding = True
         elif name == b"connection" or name == b"proxy-connection":
@@ -463,6 +483,15 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         else:
             self._intermediary = True  # Daphne-Root-Path or a proxy header: the scope looks
         self._headers.append((name, value))
+
+    def _remember_name(self, raw_name: bytes, name: bytes) -> None:
+        """Put a plain (or Host) field name in on_header's table, which is bounded: emptied
+        when full, and only short names enter it."""
+        if len(raw_name) <= NAME_TABLE_NAME_MAX:
+            names = self._names
+            if len(names) >= NAME_TABLE_MAX:
+                names.clear()
+            names[raw_name] = name
 
     def _check_head_limits(self) -> None:
         """431 for too many header fields or too large a head (RFC 6585 5).
