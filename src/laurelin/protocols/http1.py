@@ -445,27 +445,30 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
 
     def _unusual_header(self, name: bytes, value: bytes, raw_name: bytes) -> None:
         """A header field on_header's table does not settle: `name` is lower-cased."""
-        if _NEL in value:
-            self._rare = True
-            raise BadRequest("control character in a header value")
         if name == b"host":
             self._hosts += 1
-            if HOST_VALUE.fullmatch(value) is None:
+            if HOST_VALUE.fullmatch(value) is None:  # it refuses \x85 too
                 raise BadRequest("invalid Host header")
             self._host_checked = value  # see on_header
             self._remember_name(raw_name, _HOST)
             self._headers.append((_HOST, value))
             return
-        if _UNDERSCORE in name:
-            # Daphne (CVE-2015-0219): "_" names could masquerade as "-" ones; drop them.
-            self._rare = True
-            self._dropped_headers += 1
-            return
-        if name not in self.settings.h1_notable_headers:
+        if (
+            name not in self.settings.h1_notable_headers
+            and _UNDERSCORE not in name
+            and _NEL not in value
+        ):
+            # A plain field: on_header takes it from the table from now on.
             self._remember_name(raw_name, name)
             self._headers.append((name, value))
             return
         self._rare = True
+        if _NEL in value:
+            raise BadRequest("control character in a header value")
+        if _UNDERSCORE in name:
+            # Daphne (CVE-2015-0219): "_" names could masquerade as "-" ones; drop them.
+            self._dropped_headers += 1
+            return
         if name == b"transfer-encoding":
             self._transfer_encoding = True
         elif name == b"connection" or name == b"proxy-connection":

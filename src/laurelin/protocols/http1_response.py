@@ -250,20 +250,7 @@ class ResponseWriter:
             head.append(b"content-length: %d\r\n" % size)
         elif size != remaining:
             self._check_length(data, False)  # raises: an app error
-        self._resp_remaining = 0
-        active = self._active
-        if (
-            not self._resp_keep_alive
-            or self.settings.draining
-            or (active is not None and active.more_body)
-        ):
-            # An unread request body means we close after this response (RFC 9112 9.6).
-            self._resp_keep_alive = False
-            head.append(b"connection: close\r\n\r\n")
-        elif self._resp_http10:
-            head.append(b"connection: keep-alive\r\n\r\n")
-        else:
-            head.append(b"\r\n")
+        self._end_head(head, False)
         if len(data) > _JOIN_LIMIT:
             self._write_parts(b"".join(head), data)
         else:
@@ -277,13 +264,7 @@ class ResponseWriter:
     def _write_first(self, head: list[bytes], data: bytes) -> None:
         """Write the held head with the first part of a streamed body (more to come),
         choosing the framing (RFC 9112 6.3); a whole body goes through _write_whole."""
-        active = self._active
-        # An unread request body means we close after this response (RFC 9112 9.6): say so.
-        close = (
-            not self._resp_keep_alive
-            or self.settings.draining
-            or (active is not None and active.more_body)
-        )
+        until_close = False
         if self._resp_no_body:
             data = b""
         elif self._resp_remaining is not None:
@@ -292,20 +273,32 @@ class ResponseWriter:
             self._resp_chunked = True
             head.append(b"transfer-encoding: chunked\r\n")
         else:
-            close = True  # HTTP/1.0 and no length: the body ends when the connection closes
-        if close:
-            self._resp_keep_alive = False
-            head.append(b"connection: close\r\n\r\n")
-        elif self._resp_http10:
-            head.append(b"connection: keep-alive\r\n\r\n")
-        else:
-            head.append(b"\r\n")
+            until_close = True  # HTTP/1.0 and no length: the body ends when the connection closes
+        self._end_head(head, until_close)
         self._out(b"".join(head))
         if self._resp_chunked:
             if data:
                 self._write_chunk(data)
         elif data:
             self._out(data)
+
+    def _end_head(self, head: list[bytes], close: bool) -> None:
+        """End the head with its Connection line and the blank line: close when asked, when
+        the client or the app said so, when draining, or when the request body was not read
+        (RFC 9112 9.6); keep-alive said out loud to an HTTP/1.0 client."""
+        active = self._active
+        if (
+            close
+            or not self._resp_keep_alive
+            or self.settings.draining
+            or (active is not None and active.more_body)
+        ):
+            self._resp_keep_alive = False
+            head.append(b"connection: close\r\n\r\n")
+        elif self._resp_http10:
+            head.append(b"connection: keep-alive\r\n\r\n")
+        else:
+            head.append(b"\r\n")
 
     def _write_chunk(self, data: bytes) -> None:
         if len(data) > _JOIN_LIMIT:
