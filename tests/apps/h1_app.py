@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 from typing import Any
@@ -318,6 +319,38 @@ async def read_body(receive: Any) -> tuple[bytes, int]:
     return b"".join(chunks), messages
 
 
+class Leak:
+    """An object in a reference cycle: /garbage?op=leak makes one, to show the count works."""
+
+    me: Any = None
+
+
+async def garbage(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    """op=start: collect, then stop the cyclic GC; op=leak: make one cycle; op=count: what a
+    collection finds unreachable now, counted by type name (JSON), then the GC runs again."""
+    if query.get("op") == "leak":
+        leak = Leak()
+        leak.me = leak
+        del leak
+        await respond(send, 200, b"leaked")
+        return
+    if query.get("op") == "start":
+        gc.collect()
+        gc.disable()
+        await respond(send, 200, b"started")
+        return
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    gc.collect()
+    found: dict[str, int] = {}
+    for item in gc.garbage:
+        name = type(item).__name__
+        found[name] = found.get(name, 0) + 1
+    gc.garbage.clear()
+    gc.set_debug(0)
+    gc.enable()
+    await respond(send, 200, json.dumps(found).encode(), ctype=b"application/json")
+
+
 async def respond(
     send: Any,
     code: int,
@@ -354,4 +387,5 @@ ROUTES = {
     "/progress": progress,
     "/wait-disconnect": wait_disconnect,
     "/late": late,
+    "/garbage": garbage,
 }

@@ -21,7 +21,7 @@ import asyncio
 import base64
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
@@ -79,6 +79,43 @@ _UNDERSCORE = ord("_")
 _NEL = 0x85
 _SLASH = ord("/")
 _HASH = ord("#")
+
+
+class _GoneTransport(asyncio.Transport):
+    """What a finished connection holds instead of its transport (see _unlink): everything is
+    a no-op, and it is always closing."""
+
+    def is_closing(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        pass
+
+    def writelines(self, list_of_data: Any) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+_GONE_TRANSPORT = _GoneTransport()
+# A parser with no callbacks, and so no hold on any connection (see _unlink).
+_GONE_PARSER = httptools.HttpRequestParser(object())
 
 
 class _TooLarge(Exception):
@@ -298,6 +335,8 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             cycle.on_disconnect()
         self._pipeline.clear()
         self._wake_writers()
+        if not self._cycles:
+            self._unlink()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -742,6 +781,18 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
 
     def cycle_finished(self, cycle: Cycle) -> None:
         self._cycles.discard(cycle)
+        if self._lost and not self._cycles:
+            self._unlink()
+
+    def _unlink(self) -> None:
+        """Break the reference cycles a connection is part of (its parser holds its bound
+        callbacks; its transport holds it, and it the transport; a request it was running
+        holds it as its sink) once it is lost and no app runs for it any more: then it is
+        freed at once, not by the cyclic GC, which under connection churn costs a few percent
+        of the CPU. Nothing calls into it after this."""
+        self._parser = _GONE_PARSER
+        self.transport = _GONE_TRANSPORT
+        self._active = self._parsing = None
 
     # -- HTTPSink ----------------------------------------------------------------------------------
 
