@@ -403,8 +403,8 @@ class TestHost:
         assert_refused(server, get(headers=headers))
 
     def test_a_valid_host_does_not_vouch_for_the_next(self, server: ServerProcess) -> None:
-        """The Host value checked last on a connection is not checked again (clients repeat
-        it with every request); another value on the same connection still is."""
+        """A Host value found valid is not checked again (clients repeat it with every
+        request, on every connection); another value still is."""
         with RawClient(server.port) as client:
             client.try_send(get() + get(headers=b"Host: x\r\n") + get(headers=b"Host: a b\r\n"))
             assert client.read_response().status == 200
@@ -412,6 +412,22 @@ class TestHost:
             refused = client.read_response()
             assert refused.status == 400, refused.raw
             assert client.wait_closed() == b""
+
+    def test_more_distinct_hosts_than_the_table_holds(self, server: ServerProcess) -> None:
+        """Past the table of valid Host values (64) it starts over: every value is still
+        checked, and a value from before the restart is served on a new connection."""
+        with RawClient(server.port) as client:
+            requests = [get(headers=b"Host: h%d.example\r\n" % index) for index in range(150)]
+            client.try_send(b"".join(requests) + get(headers=b"Host: a b\r\n"))
+            for _ in requests:
+                assert client.read_response().status == 200
+            refused = client.read_response()
+            assert refused.status == 400, refused.raw
+            assert client.wait_closed() == b""
+        assert exchange(server.port, get(headers=b"Host: h3.example\r\n")).status == 200
+        long_host = b"Host: " + b"h" * 300 + b"\r\n"  # valid, too long for the table
+        assert exchange(server.port, get(headers=long_host)).status == 200
+        assert exchange(server.port, get(headers=long_host)).status == 200
 
     def test_the_known_host_twice_is_still_two_hosts(self, server: ServerProcess) -> None:
         """The Host value a connection already sent, repeated in one later request, is two

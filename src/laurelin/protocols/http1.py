@@ -71,6 +71,10 @@ LINGER_SECONDS = 2.0
 # many names (then it is emptied), each at most this long.
 NAME_TABLE_MAX = 512
 NAME_TABLE_NAME_MAX = 64
+# on_header's table of valid Host values (ConnectionSettings.h1_hosts): at most this many
+# values (then it is emptied), each at most this long.
+HOST_TABLE_MAX = 64
+HOST_TABLE_VALUE_MAX = 255
 # The lower-cased Host name, one object: on_header's table maps every spelling of it to this.
 _HOST = b"host"
 
@@ -173,6 +177,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         "_expect_continue",
         "_feed_size",
         "_fresh",
+        "_good_hosts",
         "_h2c",
         "_head_reads",
         "_headers",
@@ -223,8 +228,9 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         self._raw_head = 0
         self._transfer_encoding = False
         self._rare = True
-        self._host_checked = b""
         self._names = settings.h1_header_names
+        self._good_hosts = settings.h1_hosts
+        self._host_checked = b""
         self._parsing: HTTPCycle | None = None
         self._active: Cycle | None = None
         self._pipeline: deque[tuple[Cycle, bool, bool]] = deque()
@@ -468,18 +474,19 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         # Byte membership is tested with ints: `b"_" in name` first tries the operand as an
         # int, fails with a formatted TypeError and retries; that cost more than all the rest.
         # Names seen before that need nothing but lower-casing (and Host) come from a per-server
-        # table: one lookup instead of lower() and three membership tests.
+        # table: one lookup instead of lower() and three membership tests. Host values found
+        # valid before are in another, so a new connection skips the pattern too.
         lname = self._names.get(name)
         if lname is None or _NEL in value:
             self._unusual_header(name.lower(), value, name)
             return
         if lname is _HOST:
-            if value != self._host_checked:
-                self._unusual_header(lname, value, name)
-                return
-            # The Host value checked last on this connection (the pattern refuses \x85 too):
-            # clients send the same one with every request.
-            self._hosts += 1
+            if value != self._host_checked:  # the value this connection sent last, else:
+                if value not in self._good_hosts:
+                    self._unusual_header(lname, value, name)
+                    return
+                self._host_checked = value
+            self._hosts += 1  # a valid value (the pattern refuses \x85 too)
         self._headers.append((lname, value))
 
     def _unusual_header(self, name: bytes, value: bytes, raw_name: bytes) -> None:
@@ -489,6 +496,11 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             if HOST_VALUE.fullmatch(value) is None:  # it refuses \x85 too
                 raise BadRequest("invalid Host header")
             self._host_checked = value  # see on_header
+            if len(value) <= HOST_TABLE_VALUE_MAX:
+                hosts = self._good_hosts
+                if len(hosts) >= HOST_TABLE_MAX:
+                    hosts.clear()
+                hosts.add(value)
             self._remember_name(raw_name, _HOST)
             self._headers.append((_HOST, value))
             return

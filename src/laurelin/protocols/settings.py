@@ -76,6 +76,8 @@ class ConnectionSettings:
     h1_notable_headers: frozenset[bytes] = frozenset()
     # Request field names HTTP/1.1 has seen, raw -> lower-cased: see protocols/http1.py.
     h1_header_names: dict[bytes, bytes] = field(default_factory=dict)
+    # Host values HTTP/1.1 has found valid: see protocols/http1.py.
+    h1_hosts: set[bytes] = field(default_factory=set)
     date_header: DateHeader | None = field(default_factory=DateHeader)
     # HTTP/1.1 response header lines by the app's (name, value) pair: see
     # protocols/http1_response.py, header_line.
