@@ -89,10 +89,17 @@ class PeerInfo:
         extensions: dict[str, Any],
     ) -> PeerInfo:
         """Describe a connection from its socket's peer and local names."""
-        client = _as_address(peername)
-        server: tuple[str, int | None] | None = _as_address(sockname)
-        if server is None and isinstance(sockname, str) and sockname:
-            server = (sockname, None)  # Unix socket: the path, no port (ASGI spec)
+        # IPv4 (host, port) is already the ASGI shape; the rest goes through _as_address.
+        client = peername if type(peername) is tuple and len(peername) == 2 else None
+        if client is None:
+            client = _as_address(peername)
+        server: tuple[str, int | None] | None
+        if type(sockname) is tuple and len(sockname) == 2:
+            server = sockname
+        else:
+            server = _as_address(sockname)
+            if server is None and isinstance(sockname, str) and sockname:
+                server = (sockname, None)  # Unix socket: the path, no port (ASGI spec)
         host = client[0] if client else None
         proxy_trusted = ctx.proxy_headers and ctx.trust.trusts(host)
         root_trust = ctx.root_path_trust

@@ -298,13 +298,12 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         """The first bytes of a connection: the HTTP/2 preface is taken over by HTTP/2 (b""
         returned); anything else is HTTP/1.x, returned to be parsed."""
         held = self._raw_preface + data if self._raw_preface else data
-        size = min(len(held), len(PREFACE))
-        if held[:size] == PREFACE[:size]:
-            if size < len(PREFACE):
-                self._raw_preface = held  # wait for the rest of it
-            else:
-                self._fresh = False
-                self._start_http2(held)
+        if held.startswith(PREFACE):
+            self._fresh = False
+            self._start_http2(held)
+            return b""
+        if PREFACE.startswith(held):
+            self._raw_preface = held  # wait for the rest of it
             return b""
         self._fresh = False
         if self.settings.http_versions == "2":
@@ -337,10 +336,12 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for cycle in list(self._cycles):
-            cycle.on_disconnect()
-        self._pipeline.clear()
-        self._wake_writers()
+        if self._cycles:  # the queued ones among them
+            for cycle in list(self._cycles):
+                cycle.on_disconnect()
+            self._pipeline.clear()
+        if self._drain_waiters:
+            self._wake_writers()
         if not self._cycles:
             self._unlink()
 
