@@ -322,6 +322,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             self.settings, self.peer
         )
         self.settings.connections.discard(self)
+        self._uncork()
         transport = self.transport
         transport.set_protocol(conn)
         if self._read_paused:
@@ -332,6 +333,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._lost = True
+        self._corked = None
         self.settings.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
@@ -429,7 +431,9 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         # The client closed its side. Like Daphne and Uvicorn we take that as the client going
         # away: returning None lets the transport close, and connection_lost tells every
         # running app `http.disconnect` (a half-close that still waits for an answer is rare;
-        # an app left waiting for a disconnect that never comes is not).
+        # an app left waiting for a disconnect that never comes is not). A response corked
+        # for the write batch goes first: the transport closes when this returns.
+        self._uncork()
         return None
 
     def pause_writing(self) -> None:
@@ -729,7 +733,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         assert pending is not None and pending.cycle is cycle
         settings = self.settings
         transport = self.transport
-        transport.write(
+        self._write(
             response_head(
                 pending.key,
                 subprotocol,
@@ -814,7 +818,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             self._expect_pending = False
             if not self._closing:
                 self.bytes_out += len(CONTINUE)
-                self.transport.write(CONTINUE)
+                self._write(CONTINUE)
 
     def pause_reading(self) -> None:
         self._read_paused_body = True
@@ -880,8 +884,11 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
 
     def abort(self) -> None:
         """Reset the connection: an RST, so a truncated response never reads as complete."""
-        if self._pending and not self._closing:
-            self._flush()  # what the app did send goes out first, then the reset
+        if not self._closing:
+            # What the app did send goes out first (after a corked response), then the reset.
+            if self._pending:
+                self._flush()
+            self._uncork()
         self._closing = True
         self._active = None
         reset_connection(self.transport)
@@ -933,6 +940,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             return
         self._closing = True
         self._deadline_kind = _IDLE
+        self._uncork()  # the last response, then the close
         transport = self.transport
         if linger and transport.can_write_eof():
             # Half-close and keep reading briefly, so unread input does not turn into a reset
@@ -1024,7 +1032,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
     def _on_upgrade(self, rest: bytes) -> None:
         if self._h2c is not None:
             upgrade, self._h2c = self._h2c, None
-            self.transport.write(
+            self._write(
                 b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
             )
             self._start_http2(rest, upgrade)

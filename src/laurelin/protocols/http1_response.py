@@ -42,6 +42,7 @@ class ResponseWriter:
     """Response framing for HTTP1Connection; see the module comment."""
 
     __slots__ = (
+        "_corked",
         "_expect_pending",
         "_flush_scheduled",
         "_pending",
@@ -63,6 +64,7 @@ class ResponseWriter:
     transport: asyncio.Transport
     _active: HTTPCycle | WebSocketCycle | None
     _closing: bool
+    _lost: bool
     _pipeline: deque[tuple[HTTPCycle | WebSocketCycle, bool, bool]]
     loop: asyncio.AbstractEventLoop
 
@@ -80,6 +82,8 @@ class ResponseWriter:
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._flush_scheduled = False
+        # A small response waiting for the server's write batch (see _cork).
+        self._corked: list[bytes] | None = None
 
     def abort(self) -> None:
         raise NotImplementedError
@@ -133,7 +137,7 @@ class ResponseWriter:
             parts.append(b"\r\n")
             informational = b"".join(parts)
             self.bytes_out += len(informational)
-            self.transport.write(informational)
+            self._write(informational)
             return
         scope = active.scope
         self._expect_pending = False  # answered without reading: no 100 Continue any more
@@ -214,7 +218,7 @@ class ResponseWriter:
                 self._write_parts(queued, data)
             else:
                 self.bytes_out += len(data)
-                self.transport.write(data)
+                self._write(data)
         else:
             self._pending.append(data)
             self._pending_size += len(data)
@@ -233,7 +237,7 @@ class ResponseWriter:
         data = self._take_pending()
         if data and not self._closing:
             self.bytes_out += len(data)
-            self.transport.write(data)
+            self._write(data)
 
     def _write_whole(self, head: list[bytes], data: bytes) -> None:
         """The held head with the whole body, framed by its length, in one write (or two for
@@ -257,7 +261,10 @@ class ResponseWriter:
             head.append(data)
             response = b"".join(head)
             self.bytes_out += len(response)
-            self.transport.write(response)
+            if self._resp_keep_alive:
+                self._cork(response)
+            else:
+                self._write(response)  # the close follows at once: nothing to batch
         self._resp_bytes += size
         self._response_done()
 
@@ -300,6 +307,32 @@ class ResponseWriter:
         else:
             head.append(b"\r\n")
 
+    def _cork(self, data: bytes) -> None:
+        """Write a small, complete response at the end of this loop iteration, with the other
+        connections' (protocols/write_batch.py)."""
+        corked = self._corked
+        if corked is None:
+            self._corked = [data]
+            self.settings.write_batch.add(self)
+        else:
+            corked.append(data)
+
+    def _uncork(self) -> None:
+        """Write what _cork holds (the write batch's flush, or an ordered write before it)."""
+        corked = self._corked
+        if corked is None:
+            return
+        self._corked = None
+        transport = self.transport
+        if not self._lost and not transport.is_closing():
+            transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
+
+    def _write(self, data: bytes) -> None:
+        """Write now, after whatever this connection has corked."""
+        if self._corked is not None:
+            self._uncork()
+        self.transport.write(data)
+
     def _write_chunk(self, data: bytes) -> None:
         if len(data) > _JOIN_LIMIT:
             self._out(b"%x\r\n" % len(data))
@@ -311,6 +344,8 @@ class ResponseWriter:
     def _write_parts(self, *parts: bytes) -> None:
         """Several buffers in one go, without copying them into one."""
         self.bytes_out += sum([len(part) for part in parts])
+        if self._corked is not None:
+            self._uncork()
         if self.settings.writelines_pauses:
             self.transport.writelines(parts)
         else:
@@ -351,7 +386,7 @@ class ResponseWriter:
             parts.append(body)  # RFC 9110 9.3.2: never a body in answer to HEAD
         page = b"".join(parts)
         self.bytes_out += len(page)
-        self.transport.write(page)
+        self._write(page)
         self._close(linger=True)
 
     def _answering_head(self) -> bool:

@@ -15,6 +15,7 @@ from laurelin.logs import error_logger
 from laurelin.protocols.data_rate import DataRates
 from laurelin.protocols.http1_encoding import DateHeader
 from laurelin.protocols.http2_limits import H2Limits
+from laurelin.protocols.write_batch import WriteBatch
 from laurelin.protocols.ws_handshake import FramingSettings
 
 # Seconds between two "concurrency limit reached" warnings: an overload must not flood the log.
@@ -111,6 +112,8 @@ class ConnectionSettings:
     h2_extra_streams: int = 0
     # When the last "over the limit" warning was logged (loop time): one per LIMIT_WARNING_EVERY.
     limit_warned_at: float | None = None
+    # HTTP/1.1's small writes, flushed once per loop iteration (protocols/write_batch.py).
+    write_batch: WriteBatch = field(init=False)
 
     def over_limit(self, new_slots: int) -> bool:
         """Whether the slots in use, with `new_slots` more, go past --limit-concurrency (set).
@@ -129,6 +132,7 @@ class ConnectionSettings:
         return True
 
     def __post_init__(self) -> None:
+        self.write_batch = WriteBatch(self.ctx.loop)
         # Connection-specific fields (RFC 9113 8.2.2) given with --header stay HTTP/1.1's.
         self.h2_default_headers = tuple(
             (name.strip().lower(), value.strip())
