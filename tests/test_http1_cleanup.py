@@ -1,8 +1,8 @@
 # A finished HTTP/1.1 connection is freed as soon as it is gone, by reference counting alone:
 # it leaves nothing for the cyclic GC, whichever way it ended (the server closing after
 # `Connection: close`, the client closing an idle keep-alive connection, a reset in the middle
-# of a request head, a client gone while its app still runs). Under connection churn the
-# cyclic GC otherwise runs often and costs a few percent of the CPU.
+# of a request head, a client gone while its app still runs, or with requests still queued).
+# Under connection churn the cyclic GC otherwise runs often and costs a few percent of the CPU.
 # tests/apps/h1_app.py's /garbage stops the GC, then reports what one collection finds.
 from __future__ import annotations
 
@@ -59,7 +59,12 @@ def test_connections_leave_no_cyclic_garbage(server: ServerProcess) -> None:
             assert events(server, tag, "waiting") == ["waiting"]
     for tag in tags:
         assert "received:http.disconnect" in events(server, tag, "received")
-    time.sleep(0.3)  # the last connection_lost callbacks
+    # The client goes away with pipelined requests still queued behind a running one: those
+    # never start.
+    for _ in range(5):
+        with RawClient(server.port) as client:
+            client.send(build("GET", "/sleep?s=0.2") + build("GET", "/") + build("GET", "/"))
+    time.sleep(0.6)  # the sleeping apps finish; the last connection_lost callbacks
     found = unreachable(server)
     leaked = {name: found[name] for name in CONNECTION_TYPES if name in found}
     assert leaked == {}, found

@@ -108,8 +108,9 @@ def test_websocket_handshake_pipelined_after_a_response(ws_server: ServerProcess
 class _Conn:
     """A stand-in for a corked connection (a real transport never fails this way on demand)."""
 
-    def __init__(self, fail: bool) -> None:
+    def __init__(self, fail: bool, abort_fails: bool = False) -> None:
         self.fail = fail
+        self.abort_fails = abort_fails
         self.flushed = False
         self.aborted = False
 
@@ -120,6 +121,8 @@ class _Conn:
 
     def abort(self) -> None:
         self.aborted = True
+        if self.abort_fails:
+            raise OSError("the reset failed too")
 
 
 def test_one_failing_connection_does_not_hold_back_the_others(
@@ -131,13 +134,16 @@ def test_one_failing_connection_does_not_hold_back_the_others(
     try:
         batch = WriteBatch(loop)
         broken, fine = _Conn(fail=True), _Conn(fail=False)
+        worse = _Conn(fail=True, abort_fails=True)
         batch.add(broken)
+        batch.add(worse)
         batch.add(fine)
         with caplog.at_level(logging.ERROR, logger="laurelin.error"):
             loop.run_until_complete(asyncio.sleep(0))
         assert fine.flushed and not fine.aborted
         assert broken.aborted
         assert "Error writing a response" in caplog.text
+        assert "Error resetting a connection" in caplog.text
         # The next iteration's batch starts empty and is flushed again.
         again = _Conn(fail=False)
         batch.add(again)

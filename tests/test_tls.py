@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import ssl
 import subprocess
 from collections.abc import Callable
@@ -249,6 +250,62 @@ def test_https_serves_the_app_and_logs_an_https_address(
     assert response.text == "Hello, world!"
     assert response.http_version == "HTTP/1.1"
     assert "Listening on http://" not in server.stderr
+
+
+def _tls_exchange_then_fin(port: int, context: ssl.SSLContext, request: bytes) -> bytes:
+    """Over TLS: send `request`, then a TCP FIN without close_notify (SSLSocket.shutdown
+    cannot do that and keep reading), then read what comes back until the server closes."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+
+    def pump() -> bool:
+        """Ciphertext out, then ciphertext in; False at the server's EOF."""
+        if outgoing.pending:
+            sock.sendall(outgoing.read())
+        data = sock.recv(65536)
+        if not data:
+            incoming.write_eof()
+            return False
+        incoming.write(data)
+        return True
+
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                assert pump(), "closed during the handshake"
+        tls.write(request)
+        sock.sendall(outgoing.read())
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        open_ = True
+        while True:
+            try:
+                received += tls.read(65536)
+            except ssl.SSLWantReadError:
+                if not open_:
+                    break
+                open_ = pump()
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                break
+        return received
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_request_then_fin_without_close_notify(
+    start_server: Callable[..., ServerProcess], pki: PKI, loop: str
+) -> None:
+    """A client that half-closes right after its request still gets the response (a plain
+    TCP FIN, no TLS close_notify: the TLS layer shuts down on it)."""
+    server = serve_tls(start_server, *ssl_args(pki), "--loop", loop, app="basic:app")
+    received = _tls_exchange_then_fin(server.port, client_context(pki), build("GET", "/"))
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n"), received
+    assert received.endswith(b"Hello, world!"), received
 
 
 def test_http_scope_has_https_and_the_tls_extension(

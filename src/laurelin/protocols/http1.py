@@ -338,9 +338,12 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._cycles:  # the queued ones among them
+        if self._cycles:
             for cycle in list(self._cycles):
                 cycle.on_disconnect()
+            # The queued ones never start, so never finish: forgotten here.
+            for cycle, _, _ in self._pipeline:
+                self._cycles.discard(cycle)
             self._pipeline.clear()
         if self._drain_waiters:
             self._wake_writers()
@@ -810,6 +813,8 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         self._parser = _GONE_PARSER
         self.transport = _GONE_TRANSPORT
         self._active = self._parsing = None
+        self._ws = None
+        self._body_meter = None
 
     # -- HTTPSink ----------------------------------------------------------------------------------
 
@@ -988,6 +993,8 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         client's unread response."""
         if self._lost:
             return
+        if self._corked is not None:
+            self._uncork()  # counted in bytes_out already: out before the meter reads it
         rates = self.settings.rates
         cycle = self._parsing
         if cycle is None or not rates.request_body or self._closing:
@@ -1063,6 +1070,8 @@ class HTTP1TLSConnection(HTTP1Connection, TLSReads):
     """HTTP1Connection on a TLS listener (reads through protocols/tls_reads.py)."""
 
     __slots__ = ()
+
+    _batched = False  # see ResponseWriter._batched
 
 
 _SCHEMES = frozenset({b"http", b"https"})

@@ -59,6 +59,11 @@ class ResponseWriter:
         "write_paused",
     )
 
+    # Whether small complete responses go through the server's write batch (_cork). Not over
+    # TLS: the TLS layer can take the client's FIN (without close_notify) and shut down before
+    # the batch flushes, with no eof_received to flush first, and the response would be lost.
+    _batched = True
+
     # Owned by HTTP1Connection; declared here for the type checker.
     settings: ConnectionSettings
     transport: asyncio.Transport
@@ -261,10 +266,10 @@ class ResponseWriter:
             head.append(data)
             response = b"".join(head)
             self.bytes_out += len(response)
-            if self._resp_keep_alive:
+            if self._resp_keep_alive and self._batched:
                 self._cork(response)
             else:
-                self._write(response)  # the close follows at once: nothing to batch
+                self._write(response)  # a close follows at once, or TLS (see _batched)
         self._resp_bytes += size
         self._response_done()
 

@@ -2,15 +2,18 @@
 #
 # An HTTP/1.1 connection that completes a small response "corks" it (ResponseWriter._cork)
 # instead of writing it at once; the server's WriteBatch flushes every corked connection in one
-# callback at the end of the loop iteration. Under load one iteration answers many
+# call_soon callback, which the loop runs before it next blocks. Under load one iteration
+# (one batch of ready sockets) answers many
 # connections, and writing their responses together, rather than one every few microseconds
 # between the Python work of the next requests, means the client is woken once per burst
 # instead of once per response: less kernel work on our side (measured: about a quarter fewer
-# system microseconds per request) and more requests per second. At low load the flush follows
-# the response within the same iteration, so nothing waits.
+# system microseconds per request) and more requests per second. At low load the flush comes
+# right after the response's own callback, before the loop waits for anything, so nothing waits.
 #
-# Ordering is the connection's: any write that is not corked, a close, an abort and a hand-over
-# to another protocol first flush what that connection has corked (ResponseWriter._write).
+# Not over TLS, where the TLS layer may shut down on the client's FIN before the flush
+# (ResponseWriter._batched). Ordering is the connection's: any write that is not corked, a
+# close, an abort, a hand-over to another protocol, the heartbeat's rate check and the
+# client's FIN first flush what that connection has corked (ResponseWriter._write).
 from __future__ import annotations
 
 import asyncio
@@ -50,4 +53,7 @@ class WriteBatch:
                 conn._uncork()
             except Exception:  # one broken transport must not keep the others' bytes back
                 error_logger.exception("Error writing a response")
-                conn.abort()
+                try:
+                    conn.abort()
+                except Exception:
+                    error_logger.exception("Error resetting a connection")
