@@ -15,6 +15,8 @@
 # as a cleartext connection's first bytes (prior knowledge), or an `Upgrade: h2c` request
 # without a body (101, then the request is stream 1); each hands the transport to an
 # HTTP2Connection. Past --limit-concurrency a new connection's first request gets 503 (_OverLimit).
+# A lost connection with no app left running lets go of its parser and transport (_unlink), so
+# that reference counting frees it instead of the cyclic GC.
 from __future__ import annotations
 
 import asyncio
@@ -489,7 +491,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             self._unusual_header(name.lower(), value, name)
             return
         if lname is _HOST:
-            if value != self._host_checked:  # the value this connection sent last, else:
+            if value != self._host_checked:  # not the value this connection sent last
                 if value not in self._good_hosts:
                     self._unusual_header(lname, value, name)
                     return

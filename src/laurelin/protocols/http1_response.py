@@ -5,7 +5,9 @@
 # a body longer or shorter is an app error and the connection is reset), a Content-Length of
 # its own when the whole body came in one message, chunked for streamed HTTP/1.1 bodies, or
 # read-until-close for HTTP/1.0. HEAD, 1xx, 204 and 304 carry no body; a 204 never a
-# Content-Length. The head and a small body leave in one write. It is a mixin of
+# Content-Length. The head and a small body leave in one write; on a keep-alive connection
+# without TLS, that write waits for the server's write batch (protocols/write_batch.py), which
+# flushes every connection's once per loop iteration. It is a mixin of
 # HTTP1Connection (protocols/http1.py), which owns the connection state it reads.
 from __future__ import annotations
 
