@@ -2,13 +2,13 @@
 #
 # An HTTP/1.1 connection that completes a small response "corks" it (ResponseWriter._cork)
 # instead of writing it at once; the server's WriteBatch flushes every corked connection in one
-# call_soon callback, which the loop runs before it next blocks. Under load one iteration
-# (one batch of ready sockets) answers many
-# connections, and writing their responses together, rather than one every few microseconds
-# between the Python work of the next requests, means the client is woken once per burst
-# instead of once per response: less kernel work on our side (measured: about a quarter fewer
-# system microseconds per request) and more requests per second. At low load the flush comes
-# right after the response's own callback, before the loop waits for anything, so nothing waits.
+# call_soon callback, which the loop runs before it next blocks. Under load one iteration (one
+# batch of ready sockets) answers many connections, and writing their responses together,
+# rather than one every few microseconds between the Python work of the next requests, means
+# the client is woken once per burst instead of once per response: less kernel work on our
+# side (measured: about a quarter fewer system microseconds per request) and more requests per
+# second. At low load the flush comes right after the response's own callback, before the loop
+# waits for anything, so nothing waits.
 #
 # Not over TLS, where the TLS layer may shut down on the client's FIN before the flush
 # (ResponseWriter._batched). Ordering is the connection's: any write that is not corked, a
