@@ -17,6 +17,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,6 +303,11 @@ def test_request_then_fin_without_close_notify(
 ) -> None:
     """A client that half-closes right after its request still gets the response (a plain
     TCP FIN, no TLS close_notify: the TLS layer shuts down on it)."""
+    if loop == "uvloop" and sys.version_info < (3, 12):
+        # Without eager tasks the app answers in a later callback, and uvloop's TLS layer has
+        # shut down on the bare FIN by then: the answer is lost, with or without this
+        # server's write batch (so before it too). Python 3.12+ answers in the read callback.
+        pytest.skip("uvloop's TLS drops a reply that comes after a bare FIN (Python < 3.12)")
     server = serve_tls(start_server, *ssl_args(pki), "--loop", loop, app="basic:app")
     received = _tls_exchange_then_fin(server.port, client_context(pki), build("GET", "/"))
     assert received.startswith(b"HTTP/1.1 200 OK\r\n"), received
