@@ -166,6 +166,7 @@ class Server:
             try:
                 await self._drain(settings)
             finally:
+                settings.deadlines.close()
                 if heartbeat is not None:
                     heartbeat.stop()
             try:

@@ -351,6 +351,13 @@ async def garbage(scope: Any, receive: Any, send: Any, query: dict[str, str]) ->
     await respond(send, 200, json.dumps(found).encode(), ctype=b"application/json")
 
 
+async def timers(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    """How many loop timers are pending (asyncio's loop only: uvloop does not show them)."""
+    scheduled = getattr(asyncio.get_running_loop(), "_scheduled", None)
+    count = -1 if scheduled is None else sum(not handle.cancelled() for handle in scheduled)
+    await respond(send, 200, str(count).encode())
+
+
 async def respond(
     send: Any,
     code: int,
@@ -388,4 +395,5 @@ ROUTES = {
     "/wait-disconnect": wait_disconnect,
     "/late": late,
     "/garbage": garbage,
+    "/timers": timers,
 }

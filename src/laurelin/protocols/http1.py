@@ -39,6 +39,7 @@ from laurelin.asgi.scope import (
 from laurelin.asgi.websocket import WebSocketCycle
 from laurelin.logs import error_logger, log_access
 from laurelin.protocols.data_rate import RateMeter, output_meter, reset_connection
+from laurelin.protocols.deadlines import SLOTS_PER_SECOND, slot_of
 from laurelin.protocols.http1_encoding import CONTINUE
 from laurelin.protocols.http1_response import ResponseWriter, default_lines
 from laurelin.protocols.http2 import PREFACE, H2Upgrade, HTTP2Connection, HTTP2TLSConnection
@@ -199,8 +200,8 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         "_raw_preface",
         "_read_paused",
         "_read_paused_body",
+        "_slot",
         "_te_trailers",
-        "_timer",
         "_tls",
         "_transfer_encoding",
         "_upgrade",
@@ -257,7 +258,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         self._read_paused_body = False
         self.write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._slot = 0  # the deadline wheel's slot this connection is in; 0: none
         self._deadline = 0.0
         self._deadline_kind = _IDLE
         self._body_meter: RateMeter | None = None
@@ -294,7 +295,11 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         if settings.limit_concurrency is not None and settings.over_limit(1):
             self._parser = httptools.HttpRequestParser(_OverLimit(self))
         settings.connections.add(self)
-        self._arm(_HEAD, settings.header_read_timeout)
+        # _arm(_HEAD, settings.header_read_timeout), inlined: no deadline is set yet.
+        self._deadline_kind = _HEAD
+        self._deadline = deadline = self.loop.time() + settings.header_read_timeout
+        self._slot = slot = int(deadline * SLOTS_PER_SECOND) + 1
+        settings.deadlines.add(self, slot)
 
     def _sniff(self, data: bytes) -> bytes:
         """The first bytes of a connection: the HTTP/2 preface is taken over by HTTP/2 (b""
@@ -317,9 +322,9 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         """Hand the transport to an HTTP/2 connection, with what was read already."""
         self._closing = True
         self._fresh = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._slot:
+            self.settings.deadlines.discard(self, self._slot)
+            self._slot = 0
         conn = (HTTP2Connection if self._tls is None else HTTP2TLSConnection)(
             self.settings, self.peer
         )
@@ -337,9 +342,9 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         self._lost = True
         self._corked = None
         self.settings.connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._slot:
+            self.settings.deadlines.discard(self, self._slot)
+            self._slot = 0
         if self._cycles:
             for cycle in list(self._cycles):
                 cycle.on_disconnect()
@@ -754,9 +759,9 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         self._closing = True
         self._active = None
         self._cycles.discard(cycle)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._slot:
+            self.settings.deadlines.discard(self, self._slot)
+            self._slot = 0
         # Added before this one is removed: a drain waiting for the registry to empty must not
         # see it empty in between.
         settings.connections.add(conn)
@@ -964,23 +969,29 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         transport.close()
 
     def _arm(self, kind: int, seconds: float) -> None:
-        """Set the connection's one deadline; one timer handle serves all of them lazily."""
+        """Set the connection's one deadline. Its place in the server's deadline wheel serves
+        all of them lazily: it moves only to an earlier slot; a later deadline is found by
+        on_deadline when the earlier slot comes."""
         self._deadline_kind = kind
         deadline = self.loop.time() + seconds
         self._deadline = deadline
-        timer = self._timer
-        if timer is None or timer.when() > deadline:
-            if timer is not None:
-                timer.cancel()
-            self._timer = self.loop.call_at(deadline, self._on_deadline)
+        slot = slot_of(deadline)
+        if not self._slot or slot < self._slot:
+            deadlines = self.settings.deadlines
+            if self._slot:
+                deadlines.discard(self, self._slot)
+            self._slot = slot
+            deadlines.add(self, slot)
 
-    def _on_deadline(self) -> None:
-        self._timer = None
+    def on_deadline(self) -> None:
+        """The deadline wheel's call (protocols/deadlines.py): this connection's slot came."""
+        self._slot = 0
         kind = self._deadline_kind
         if kind == _IDLE or self._closing:
             return
         if self.loop.time() < self._deadline:
-            self._timer = self.loop.call_at(self._deadline, self._on_deadline)
+            self._slot = slot_of(self._deadline)
+            self.settings.deadlines.add(self, self._slot)
             return
         if kind == _KEEPALIVE:
             self._close(linger=False)

@@ -13,6 +13,7 @@ from laurelin.asgi.context import ServerContext
 from laurelin.asgi.scope import CONNECTION_SPECIFIC
 from laurelin.logs import error_logger
 from laurelin.protocols.data_rate import DataRates
+from laurelin.protocols.deadlines import DeadlineWheel
 from laurelin.protocols.http1_encoding import DateHeader
 from laurelin.protocols.http2_limits import H2Limits
 from laurelin.protocols.write_batch import WriteBatch
@@ -114,6 +115,8 @@ class ConnectionSettings:
     limit_warned_at: float | None = None
     # HTTP/1.1's small writes, flushed once per loop iteration (protocols/write_batch.py).
     write_batch: WriteBatch = field(init=False)
+    # HTTP/1.1's header-read and keep-alive deadlines, on one timer (protocols/deadlines.py).
+    deadlines: DeadlineWheel = field(init=False)
 
     def over_limit(self, new_slots: int) -> bool:
         """Whether the slots in use, with `new_slots` more, go past --limit-concurrency (set).
@@ -133,6 +136,7 @@ class ConnectionSettings:
 
     def __post_init__(self) -> None:
         self.write_batch = WriteBatch(self.ctx.loop)
+        self.deadlines = DeadlineWheel(self.ctx.loop)
         # Connection-specific fields (RFC 9113 8.2.2) given with --header stay HTTP/1.1's.
         self.h2_default_headers = tuple(
             (name.strip().lower(), value.strip())
