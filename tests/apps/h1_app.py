@@ -8,6 +8,7 @@ import asyncio
 import gc
 import hashlib
 import json
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -351,6 +352,36 @@ async def garbage(scope: Any, receive: Any, send: Any, query: dict[str, str]) ->
     await respond(send, 200, json.dumps(found).encode(), ctype=b"application/json")
 
 
+# /ticks: a counter of loop iterations (a callback that reschedules itself), running between
+# op=start and op=stop; /tick answers with its value, /block holds the loop (not just the app).
+TICKS = {"count": 0, "running": False}
+
+
+def _tick() -> None:
+    if TICKS["running"]:
+        TICKS["count"] += 1
+        asyncio.get_running_loop().call_soon(_tick)
+
+
+async def ticks(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    if query.get("op") == "start":
+        if not TICKS["running"]:
+            TICKS["running"] = True
+            asyncio.get_running_loop().call_soon(_tick)
+    else:
+        TICKS["running"] = False
+    await respond(send, 200, b"ok")
+
+
+async def tick(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    await respond(send, 200, str(TICKS["count"]).encode())
+
+
+async def block(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    time.sleep(float(query.get("s", "0.5")))
+    await respond(send, 200, b"unblocked")
+
+
 async def timers(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
     """How many loop timers are pending (asyncio's loop only: uvloop does not show them)."""
     scheduled = getattr(asyncio.get_running_loop(), "_scheduled", None)
@@ -396,4 +427,7 @@ ROUTES = {
     "/late": late,
     "/garbage": garbage,
     "/timers": timers,
+    "/ticks": ticks,
+    "/tick": tick,
+    "/block": block,
 }
