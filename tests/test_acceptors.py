@@ -4,19 +4,25 @@
 # iteration. Seen from outside: the process holds the socket that many times (once with
 # asyncio, which takes the whole queue per readiness event itself); connections queued behind
 # a blocked loop start their requests in a few loop iterations, not one iteration each (the
-# app counts iterations); every queued connection is answered; and the server still stops
-# cleanly, its port free again.
+# app counts iterations); every queued connection is answered; and a server stopped in-process
+# closes every duplicate, its port free again.
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+import uvloop
 
-from conftest import ServerProcess
+import laurelin
+from conftest import ServerProcess, free_port
+from laurelin.config import Config
 from laurelin.server import ACCEPTORS
 from rawhttp import RawClient, build, exchange, serve
 
@@ -55,14 +61,18 @@ def test_one_listening_socket_many_acceptors(served: tuple[ServerProcess, str]) 
 
 
 def test_queued_connections_are_taken_several_per_iteration(
-    served: tuple[ServerProcess, str],
+    served: tuple[ServerProcess, str], tmp_path: Path
 ) -> None:
     server, _ = served
+    mark = tmp_path / "held"
     assert exchange(server.port, build("GET", "/ticks?op=start")).body == b"ok"
     try:
         with RawClient(server.port) as blocker:
-            blocker.send(build("GET", "/block?s=0.5"))
-            time.sleep(0.15)  # the loop is held now
+            blocker.send(build("GET", f"/block?s=0.5&mark={mark}"))
+            deadline = time.monotonic() + 5
+            while not mark.exists():  # the loop is held from now on
+                assert time.monotonic() < deadline, "the app never blocked"
+                time.sleep(0.01)
             clients = [RawClient(server.port) for _ in range(QUEUED)]
             for client in clients:
                 client.send(build("GET", "/tick", [("Connection", "close")]))
@@ -82,15 +92,39 @@ def test_queued_connections_are_taken_several_per_iteration(
     assert len(set(ticks)) <= QUEUED // ACCEPTORS + 1, ticks
 
 
-def test_stop_releases_the_port() -> None:
-    with serve("h1_app:app", "--loop", "uvloop") as proc:
-        port = proc.port
-        assert exchange(port, build("GET", "/")).status == 200
-    # Every duplicate was closed with the server: the port can be bound again at once.
-    probe = socket.socket()
-    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        probe.bind(("127.0.0.1", port))
-        probe.listen()
-    finally:
-        probe.close()
+def test_in_process_server_closes_every_acceptor() -> None:
+    """laurelin.serve() in the caller's uvloop loop: while serving, the process holds the
+    listening socket ACCEPTORS times; once stopped, not at all, and the port is free."""
+    port = free_port()
+    held: list[int] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    async def scenario() -> None:
+        started = asyncio.Event()
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            laurelin.serve(
+                app,
+                Config(port=port, lifespan="off"),
+                shutdown_trigger=stop.wait,
+                on_started=lambda _: started.set(),
+            )
+        )
+        async with asyncio.timeout(20):
+            await started.wait()
+            inode = listening_inode(port)
+            held.append(handles_on(os.getpid(), inode))
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(f"http://127.0.0.1:{port}/")).text == "ok"
+            stop.set()
+            await task
+            held.append(handles_on(os.getpid(), inode))
+
+    uvloop.run(scenario())
+    assert held == [ACCEPTORS, 0]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # free again

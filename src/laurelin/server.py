@@ -39,10 +39,12 @@ logger = logging.getLogger("laurelin.error")
 # its own (in this VM a cross-CPU wake-up costs the writer about 10 us). So each listening
 # socket is served by this many uvloop servers (the socket and duplicates of it, all on the one
 # kernel accept queue): up to this many connections are accepted per iteration, and their
-# responses leave together. Measured with bench/'s close churn (64 clients): 13,300-14,400
-# connections/s with one, 17,100-18,600 with two, 22,400-23,400 with three; four to eight were
-# no better. The price is paid when the queue is empty: a new connection wakes every acceptor
-# and all but one find nothing (failed accept() calls, in C; about 10 us per connection).
+# responses leave together. Measured on close churn (64 wrk connections, pinned as in bench/):
+# 13,300-14,400 connections/s with one acceptor, 17,100-18,600 with two, 22,400-23,400 with
+# three; four to eight were no better. The price is paid when the queue is empty: a new
+# connection wakes every acceptor and all but one find nothing (failed accept() calls, in C;
+# about 10 us of CPU per connection, so a single client opening connections one after another
+# gets some 5-10 % fewer per second).
 ACCEPTORS = 3
 
 
@@ -112,10 +114,9 @@ def build_settings(config: Config, ctx: ServerContext) -> ConnectionSettings:
 
 
 def acceptors_per_socket(loop: asyncio.AbstractEventLoop) -> int:
-    """How many loop servers accept on each listening socket (see ACCEPTORS)."""
-    if isinstance(loop, asyncio.BaseEventLoop):
-        return 1  # asyncio's own loop accepts up to the backlog per readiness event
-    return ACCEPTORS
+    """How many loop servers accept on each listening socket: ACCEPTORS under uvloop; one
+    under asyncio's own loop (it accepts up to the backlog per readiness event) and any other."""
+    return ACCEPTORS if type(loop).__module__.partition(".")[0] == "uvloop" else 1
 
 
 class Server:
@@ -161,26 +162,12 @@ class Server:
         self.settings = settings
         quiet_hpack()
 
-        acceptors = acceptors_per_socket(loop)
-        for sock, tls in zip(self.sockets, self.tls, strict=True):
-            # The first acceptor takes the socket itself, the others a duplicate of it.
-            for listening in [sock, *(sock.dup() for _ in range(acceptors - 1))]:
-                if tls is None:
-                    server = await loop.create_server(
-                        partial(HTTP1Connection, settings),
-                        sock=listening,
-                        backlog=config.backlog,
-                    )
-                else:
-                    server = await loop.create_server(
-                        partial(HTTP1TLSConnection, settings, tls),
-                        sock=listening,
-                        backlog=config.backlog,
-                        ssl=tls.context,
-                        ssl_handshake_timeout=config.ssl_handshake_timeout or None,
-                    )
-                self._servers.append(server)
-            logger.info("Listening on %s", describe_socket(sock, tls is not None))
+        try:
+            await self._listen(settings)
+        except BaseException:
+            for server in self._servers:  # none of them may go on accepting
+                server.close()
+            raise
         heartbeat = Heartbeat(loop, settings.connections) if settings.rates.active else None
         self.started.set()
         try:
@@ -196,6 +183,38 @@ class Server:
                 await lifespan.shutdown()
             except LifespanFailure as exc:
                 logger.error("Application shutdown failed: %s", exc)
+
+    async def _listen(self, settings: ConnectionSettings) -> None:
+        """Start accepting on every socket: ACCEPTORS loop servers per socket under uvloop,
+        the first on the socket itself, the others each on a duplicate of it (which its
+        server owns and closes)."""
+        loop = asyncio.get_running_loop()
+        config = self.config
+        acceptors = acceptors_per_socket(loop)
+        for sock, tls in zip(self.sockets, self.tls, strict=True):
+            for index in range(acceptors):
+                listening = sock if index == 0 else sock.dup()
+                try:
+                    if tls is None:
+                        server = await loop.create_server(
+                            partial(HTTP1Connection, settings),
+                            sock=listening,
+                            backlog=config.backlog,
+                        )
+                    else:
+                        server = await loop.create_server(
+                            partial(HTTP1TLSConnection, settings, tls),
+                            sock=listening,
+                            backlog=config.backlog,
+                            ssl=tls.context,
+                            ssl_handshake_timeout=config.ssl_handshake_timeout or None,
+                        )
+                except BaseException:
+                    if index:
+                        listening.close()
+                    raise
+                self._servers.append(server)
+            logger.info("Listening on %s", describe_socket(sock, tls is not None))
 
     async def _drain(self, settings: ConnectionSettings) -> None:
         for server in self._servers:

@@ -378,15 +378,27 @@ async def tick(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> No
 
 
 async def block(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
+    """Hold the whole loop for s seconds; first create the file `mark` (if given), so that a
+    test can tell the loop is held."""
+    if "mark" in query:
+        with open(query["mark"], "w"):
+            pass
     time.sleep(float(query.get("s", "0.5")))
     await respond(send, 200, b"unblocked")
 
 
 async def timers(scope: Any, receive: Any, send: Any, query: dict[str, str]) -> None:
-    """How many loop timers are pending (asyncio's loop only: uvloop does not show them)."""
-    scheduled = getattr(asyncio.get_running_loop(), "_scheduled", None)
-    count = -1 if scheduled is None else sum(not handle.cancelled() for handle in scheduled)
-    await respond(send, 200, str(count).encode())
+    """The loop timers pending (asyncio's loop only: uvloop does not show them), as JSON
+    counts by the type of the object whose method each calls back ("function" for plain
+    callables): a connection's own timer shows as its class, the deadline wheel's as
+    DeadlineWheel."""
+    found: dict[str, int] = {}
+    for handle in getattr(asyncio.get_running_loop(), "_scheduled", ()):
+        if not handle.cancelled():
+            owner = getattr(handle._callback, "__self__", None)
+            name = "function" if owner is None else type(owner).__name__
+            found[name] = found.get(name, 0) + 1
+    await respond(send, 200, json.dumps(found).encode(), ctype=b"application/json")
 
 
 async def respond(

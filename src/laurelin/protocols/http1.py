@@ -298,7 +298,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         # _arm(_HEAD, settings.header_read_timeout), inlined: no deadline is set yet.
         self._deadline_kind = _HEAD
         self._deadline = deadline = self.loop.time() + settings.header_read_timeout
-        self._slot = slot = int(deadline * SLOTS_PER_SECOND) + 1
+        self._slot = slot = slot_of(deadline)
         settings.deadlines.add(self, slot)
 
     def _sniff(self, data: bytes) -> bytes:
@@ -368,8 +368,12 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             self._hold_early(data)
             return
         if self._deadline_kind == _KEEPALIVE:
+            # The next request's head has begun: its own deadline (_arm, inlined: the slot
+            # moves only if the header-read timeout is the shorter).
             self._deadline_kind = _HEAD
-            self._deadline = self.loop.time() + self.settings.header_read_timeout
+            self._deadline = deadline = self.loop.time() + self.settings.header_read_timeout
+            if deadline * SLOTS_PER_SECOND < self._slot - 1:
+                self._move_slot(slot_of(deadline))
         if len(data) > self.settings.limit_request_head_size:
             self._receive_sliced(data)
         elif not self._feed(data, data):
@@ -973,15 +977,17 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         all of them lazily: it moves only to an earlier slot; a later deadline is found by
         on_deadline when the earlier slot comes."""
         self._deadline_kind = kind
-        deadline = self.loop.time() + seconds
-        self._deadline = deadline
-        slot = slot_of(deadline)
-        if not self._slot or slot < self._slot:
-            deadlines = self.settings.deadlines
-            if self._slot:
-                deadlines.discard(self, self._slot)
-            self._slot = slot
-            deadlines.add(self, slot)
+        self._deadline = deadline = self.loop.time() + seconds
+        # deadline * SLOTS_PER_SECOND < slot - 1 is slot_of(deadline) < slot, without the call.
+        if not self._slot or deadline * SLOTS_PER_SECOND < self._slot - 1:
+            self._move_slot(slot_of(deadline))
+
+    def _move_slot(self, slot: int) -> None:
+        deadlines = self.settings.deadlines
+        if self._slot:
+            deadlines.discard(self, self._slot)
+        self._slot = slot
+        deadlines.add(self, slot)
 
     def on_deadline(self) -> None:
         """The deadline wheel's call (protocols/deadlines.py): this connection's slot came."""
