@@ -372,7 +372,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             # moves only if the header-read timeout is the shorter).
             self._deadline_kind = _HEAD
             self._deadline = deadline = self.loop.time() + self.settings.header_read_timeout
-            if deadline * SLOTS_PER_SECOND < self._slot - 1:
+            if not self._slot or deadline * SLOTS_PER_SECOND < self._slot - 1:
                 self._move_slot(slot_of(deadline))
         if len(data) > self.settings.limit_request_head_size:
             self._receive_sliced(data)
@@ -983,6 +983,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             self._move_slot(slot_of(deadline))
 
     def _move_slot(self, slot: int) -> None:
+        """Move this connection to `slot` of the deadline wheel."""
         deadlines = self.settings.deadlines
         if self._slot:
             deadlines.discard(self, self._slot)
