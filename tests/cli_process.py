@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -203,12 +204,42 @@ def ipv6_loopback_available() -> bool:
     return True
 
 
+# Ports handed to test servers come from below the kernel's ephemeral range: a port from
+# inside it (what binding port 0 gives) can be taken, between the check and the server's own
+# bind, as the source port of a client connection some test running alongside opens, and the
+# server then fails with "Address already in use".
+_FIRST_TEST_PORT = 10000
+
+
+def _ephemeral_low() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def unused_port() -> int:
+    """A port free on 127.0.0.1 now, outside the ephemeral range when there is room."""
+    low = _ephemeral_low()
+    if low - _FIRST_TEST_PORT >= 1000:
+        for _ in range(100):
+            port = random.randrange(_FIRST_TEST_PORT, low)
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def free_port_v4_and_v6() -> int:
     """A port free on both 127.0.0.1 and ::1 (for a test that listens on both)."""
     for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
+        port = unused_port()
         try:
             with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock6:
                 sock6.bind(("::1", port))

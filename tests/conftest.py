@@ -8,23 +8,21 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from cli_process import Launched, laurelin_argv
+from cli_process import Launched, laurelin_argv, unused_port
 
 TESTS = Path(__file__).parent
 APPS = TESTS / "apps"
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free on 127.0.0.1 for a test server (see cli_process.unused_port)."""
+    return unused_port()
 
 
 class ServerProcess(Launched):
