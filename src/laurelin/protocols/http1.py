@@ -295,11 +295,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         if settings.limit_concurrency is not None and settings.over_limit(1):
             self._parser = httptools.HttpRequestParser(_OverLimit(self))
         settings.connections.add(self)
-        # _arm(_HEAD, settings.header_read_timeout), inlined: no deadline is set yet.
-        self._deadline_kind = _HEAD
-        self._deadline = deadline = self.loop.time() + settings.header_read_timeout
-        self._slot = slot = slot_of(deadline)
-        settings.deadlines.add(self, slot)
+        self._arm(_HEAD, settings.header_read_timeout)
 
     def _sniff(self, data: bytes) -> bytes:
         """The first bytes of a connection: the HTTP/2 preface is taken over by HTTP/2 (b""
@@ -322,9 +318,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         """Hand the transport to an HTTP/2 connection, with what was read already."""
         self._closing = True
         self._fresh = False
-        if self._slot:
-            self.settings.deadlines.discard(self, self._slot)
-            self._slot = 0
+        self._leave_wheel()
         conn = (HTTP2Connection if self._tls is None else HTTP2TLSConnection)(
             self.settings, self.peer
         )
@@ -342,9 +336,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         self._lost = True
         self._corked = None
         self.settings.connections.discard(self)
-        if self._slot:
-            self.settings.deadlines.discard(self, self._slot)
-            self._slot = 0
+        self._leave_wheel()
         if self._cycles:
             for cycle in list(self._cycles):
                 cycle.on_disconnect()
@@ -368,12 +360,9 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
             self._hold_early(data)
             return
         if self._deadline_kind == _KEEPALIVE:
-            # The next request's head has begun: its own deadline (_arm, inlined: the slot
-            # moves only if the header-read timeout is the shorter).
-            self._deadline_kind = _HEAD
-            self._deadline = deadline = self.loop.time() + self.settings.header_read_timeout
-            if not self._slot or deadline * SLOTS_PER_SECOND < self._slot - 1:
-                self._move_slot(slot_of(deadline))
+            # The next request's head has begun: its own deadline (an earlier slot when the
+            # header-read timeout is the shorter).
+            self._arm(_HEAD, self.settings.header_read_timeout)
         if len(data) > self.settings.limit_request_head_size:
             self._receive_sliced(data)
         elif not self._feed(data, data):
@@ -763,9 +752,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         self._closing = True
         self._active = None
         self._cycles.discard(cycle)
-        if self._slot:
-            self.settings.deadlines.discard(self, self._slot)
-            self._slot = 0
+        self._leave_wheel()
         # Added before this one is removed: a drain waiting for the registry to empty must not
         # see it empty in between.
         settings.connections.add(conn)
@@ -984,11 +971,16 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
 
     def _move_slot(self, slot: int) -> None:
         """Move this connection to `slot` of the deadline wheel."""
-        deadlines = self.settings.deadlines
-        if self._slot:
-            deadlines.discard(self, self._slot)
+        self._leave_wheel()
         self._slot = slot
-        deadlines.add(self, slot)
+        self.settings.deadlines.add(self, slot)
+
+    def _leave_wheel(self) -> None:
+        """Take this connection out of the deadline wheel (it is done with deadlines, or
+        moves to another slot)."""
+        if self._slot:
+            self.settings.deadlines.discard(self, self._slot)
+            self._slot = 0
 
     def on_deadline(self) -> None:
         """The deadline wheel's call (protocols/deadlines.py): this connection's slot came."""
@@ -997,8 +989,7 @@ class HTTP1Connection(ResponseWriter, WriteFlow, asyncio.BaseProtocol):
         if kind == _IDLE or self._closing:
             return
         if self.loop.time() < self._deadline:
-            self._slot = slot_of(self._deadline)
-            self.settings.deadlines.add(self, self._slot)
+            self._move_slot(slot_of(self._deadline))
             return
         if kind == _KEEPALIVE:
             self._close(linger=False)
